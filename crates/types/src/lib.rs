@@ -1,0 +1,23 @@
+//! The domain model of nodeagent: what an object is, what it asks for, what a sample and an event
+//! carry, and the parsers for the quantities in a spec. Nothing here does I/O, so every other
+//! crate (and the fuzz/property tests) can depend on it cheaply.
+
+pub mod error;
+pub mod event;
+pub mod kind;
+pub mod object;
+pub mod quantity;
+pub mod sample;
+pub mod spec;
+pub mod time;
+
+pub use error::{ApiError, ErrorCode};
+pub use event::{Event, EventKind};
+pub use kind::{Kind, Status};
+pub use object::{is_object_id, new_object_id, Object, ObjectId, ObjectPatch, HOST_ID};
+pub use quantity::{parse_cpuset, parse_duration, parse_memory, CpuSet, Duration, Memory};
+pub use sample::{CpuModes, DeviceCounters, HostStats, Sample};
+pub use spec::{
+    CgroupSpec, CollectSpec, ContainerSpec, ObjectSpec, ProcessSpec, Resources, RestartPolicy,
+};
+pub use time::Timestamp;

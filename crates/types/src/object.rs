@@ -1,0 +1,132 @@
+//! An object as the agent reports it (what GET returns), and the PATCH body.
+
+use crate::error::ApiError;
+use crate::kind::{Kind, Status};
+use crate::spec::{ObjectSpec, Resources};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The id of the host object, which always exists.
+pub const HOST_ID: &str = "host";
+
+/// An object id: 16 lowercase hex digits, chosen by the agent. Being fixed-width hex, it is always
+/// safe to use as a cgroup or file name.
+pub type ObjectId = String;
+
+/// Generates a fresh random object id.
+pub fn new_object_id() -> ObjectId {
+    let mut b = [0u8; 8];
+    // getrandom only fails where the OS has no entropy source at all; fall back to the clock
+    // rather than refusing to create objects.
+    if fill_random(&mut b).is_err() {
+        b = Timestamp::now().as_nanos().to_le_bytes();
+    }
+    let mut s = String::with_capacity(16);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+fn fill_random(b: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(b)
+}
+
+/// Whether `s` has the shape of an id the agent generates.
+pub fn is_object_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Object {
+    pub id: ObjectId,
+    pub name: String,
+    pub kind: Kind,
+    pub status: Status,
+    pub spec: ObjectSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the process, where one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<i32>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default)]
+    pub paused: bool,
+    /// How many times the agent restarted the workload (restart policy).
+    #[serde(default)]
+    pub restarts: u32,
+    /// The object's cgroup path, relative to each hierarchy's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Files holding the process's output, where the agent captures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_path: Option<String>,
+    /// Report tasks running for this object: sink name → interval.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub push: BTreeMap<String, crate::quantity::Duration>,
+    /// Why the object is failed or lost, or what last went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Body of `PATCH /v1/objects/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+impl ObjectPatch {
+    pub fn from_json(body: &[u8]) -> Result<ObjectPatch, ApiError> {
+        let p: ObjectPatch = crate::spec::from_json(body)?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.resources.is_none() && self.paused.is_none() {
+            return Err(ApiError::invalid(
+                "resources",
+                "nothing to update: give `resources` and/or `paused`",
+            ));
+        }
+        if let Some(r) = &self.resources {
+            r.validate("resources")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_hex() {
+        let a = new_object_id();
+        let b = new_object_id();
+        assert!(is_object_id(&a), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn patch_names_field() {
+        let e = ObjectPatch::from_json(br#"{"resources":{"cpu":0}}"#).expect_err("bad");
+        assert_eq!(e.field.as_deref(), Some("resources.cpu"));
+        let e = ObjectPatch::from_json(br#"{"paused":"yes"}"#).expect_err("bad");
+        assert_eq!(e.field.as_deref(), Some("paused"));
+        let e = ObjectPatch::from_json(br#"{}"#).expect_err("empty");
+        assert_eq!(e.field.as_deref(), Some("resources"));
+        assert!(ObjectPatch::from_json(br#"{"paused":true}"#).is_ok());
+    }
+}
