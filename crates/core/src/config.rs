@@ -1,13 +1,13 @@
 //! The core's typed configuration. The binary builds it from defaults, the TOML file, the
 //! environment and flags.
 
-use serde::{Deserialize, Serialize};
+pub use nodeagent_engine::sinks::{SinkConfig, SinkType};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
-    /// Where logs of processes, reports.jsonl and the socket live.
+    /// Where process logs, `reports.jsonl` and the socket live.
     pub state_dir: PathBuf,
     /// Root of the cgroup filesystem (`/sys/fs/cgroup`); injectable for tests.
     pub cgroup_root: PathBuf,
@@ -16,13 +16,13 @@ pub struct CoreConfig {
     /// Absolute cgroup parent for the agent's cgroups; `None` means a `nodeagent` subtree
     /// beneath the agent's own cgroup.
     pub cgroup_parent: Option<String>,
-    /// This node's name in reports (defaults to the hostname).
+    /// This node's name in reports (defaults to the hostname when empty).
     pub node_name: String,
     /// Samples kept per object for `GET /v1/objects/{id}/metrics`.
     pub ring_size: usize,
     /// How often the host is sampled.
     pub host_interval: Duration,
-    /// The host's heartbeat report: interval and sinks (the seed's always-on host report task).
+    /// The host's heartbeat report (the seed's always-on host report task): interval and sinks.
     pub heartbeat_interval: Duration,
     pub heartbeat_sinks: Vec<String>,
     /// Sinks beyond the built-in `stdout` and `file`.
@@ -53,31 +53,4 @@ impl CoreConfig {
             file_sink_max_bytes: 256 << 20,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkType {
-    Stdout,
-    File,
-    Grpc,
-    Nats,
-}
-
-/// A named sink from the config file (`[[sink]]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: SinkType,
-    /// `file`: path of the JSON-lines file (default `<state-dir>/reports.jsonl`).
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// `grpc`: upstream address.
-    #[serde(default)]
-    pub address: Option<String>,
-    /// `nats`: server URL.
-    #[serde(default)]
-    pub url: Option<String>,
 }

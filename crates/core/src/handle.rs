@@ -1,10 +1,12 @@
 //! The handle front ends use to reach the core.
 
-use nodeagent_types::{
-    ApiError, Duration, Event, Object, ObjectPatch, ObjectSpec, Sample,
-};
+use crate::agent::Cmd;
+use nodeagent_engine::{EventLog, SeriesMap};
+use nodeagent_types::{ApiError, Duration, Event, Object, ObjectPatch, ObjectSpec, Sample};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Answer to a create.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,64 +48,109 @@ pub struct HostInfo {
     pub sample: Option<Sample>,
 }
 
+/// State read without going through the loop.
+pub(crate) struct Shared {
+    pub series: SeriesMap,
+    pub events: Arc<EventLog>,
+    pub ready: AtomicBool,
+}
+
 /// A cheap, cloneable handle to the running core.
 #[derive(Clone)]
 pub struct AgentHandle {
-    _private: (),
+    pub(crate) tx: mpsc::Sender<Cmd>,
+    pub(crate) shared: Arc<Shared>,
 }
 
-#[allow(unused_variables, clippy::unused_async)]
+fn gone() -> ApiError {
+    ApiError::unavailable("the agent is shutting down")
+}
+
 impl AgentHandle {
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Cmd) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     /// Creates an object. With `wait`, answers once it is running (or with the error that
     /// failed it); without, once it is accepted. Validation errors come back either way.
     pub async fn create(&self, spec: ObjectSpec, wait: bool) -> Result<Created, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        spec.validate()?;
+        self.call(|reply| Cmd::Create { spec, wait, reply }).await
     }
     /// Looks an object up by id or name (`host` is the host).
     pub async fn get(&self, key: &str) -> Result<Object, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        let key = key.to_string();
+        self.call(|reply| Cmd::Get { key, reply }).await
     }
     pub async fn list(&self) -> Result<Vec<Object>, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        self.call(|reply| Cmd::List { reply }).await
     }
-    /// In-place update. With `wait`, answers once the change is in the cgroup files.
+    /// In-place update. The change is in the cgroup files when this returns, with or without
+    /// `wait` (the fast path is a direct cgroupfs write).
     pub async fn update(&self, key: &str, patch: ObjectPatch, wait: bool) -> Result<Object, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        patch.validate()?;
+        let key = key.to_string();
+        let _ = wait;
+        self.call(|reply| Cmd::Update { key, patch, reply }).await
     }
     /// Deletes. With `wait`, answers once the workload and its cgroup are gone.
     pub async fn delete(&self, key: &str, wait: bool) -> Result<Object, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        let key = key.to_string();
+        self.call(|reply| Cmd::Delete { key, wait, reply }).await
     }
     pub async fn push_on(&self, key: &str, sink: &str, interval: Option<Duration>) -> Result<PushAck, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        let (key, sink) = (key.to_string(), sink.to_string());
+        self.call(|reply| Cmd::PushOn { key, sink, interval, reply }).await
     }
     pub async fn push_off(&self, key: &str, sink: &str) -> Result<PushAck, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        let (key, sink) = (key.to_string(), sink.to_string());
+        self.call(|reply| Cmd::PushOff { key, sink, reply }).await
     }
+    /// Sends the latest sample to `sink`; answers once the sink has written it.
     pub async fn push_once(&self, key: &str, sink: &str) -> Result<PushAck, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        let (key, sink) = (key.to_string(), sink.to_string());
+        let (id, rx) = self.call(|reply| Cmd::PushOnce { key, sink: sink.clone(), reply }).await?;
+        let seq = rx
+            .await
+            .map_err(|_| gone())?
+            .map_err(ApiError::unavailable)?;
+        Ok(PushAck {
+            id,
+            sink,
+            interval: None,
+            status: "sent".into(),
+            sample_seq: Some(seq),
+        })
     }
     /// Recent samples, oldest first; at most `limit` of the newest when given.
     pub async fn metrics(&self, key: &str, limit: Option<usize>) -> Result<Vec<Sample>, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        let obj = self.get(key).await?;
+        Ok(self
+            .shared
+            .series
+            .get(&obj.id)
+            .map(|s| nodeagent_engine::series::lock(&s).recent(limit))
+            .unwrap_or_default())
     }
     pub async fn host(&self) -> Result<HostInfo, ApiError> {
-        Err(ApiError::unavailable("core not implemented yet"))
+        self.call(|reply| Cmd::Host { reply }).await
     }
     /// The event log from `since` (exclusive), oldest first.
     pub fn events(&self, since: Option<u64>) -> Vec<Event> {
-        Vec::new()
+        self.shared.events.since(since)
     }
     /// Live events.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        broadcast::channel(1).1
+        self.shared.events.subscribe()
     }
     /// Prometheus text exposition of every latest sample.
     pub fn prometheus_text(&self) -> String {
-        String::new()
+        nodeagent_engine::prometheus::render(&self.shared.series)
     }
     /// True once start-up has finished and until shutdown begins.
     pub fn ready(&self) -> bool {
-        false
+        self.shared.ready.load(Ordering::Acquire)
     }
 }

@@ -1,12 +1,14 @@
 //! The agent core: one event loop that owns the object registry and drives the engine.
 //!
-//! Front ends (HTTP, gRPC, later NATS) hold an [`AgentHandle`]. Mutations go to the loop as
-//! commands over a channel and are answered through a oneshot; reads of samples and events go
-//! straight to shared, lock-protected buffers so a busy loop never slows a dashboard.
+//! Front ends (HTTP, gRPC, later NATS) hold an [`AgentHandle`]. Every command goes to the loop
+//! over a channel and is answered through a oneshot, so the registry has one owner and no locks;
+//! samples and events are read from shared buffers without going through the loop.
 
+mod agent;
 pub mod config;
 mod handle;
 
+pub use agent::Agent;
 pub use config::{CoreConfig, SinkConfig, SinkType};
 pub use handle::{AgentHandle, Created, HostInfo, PushAck};
 
@@ -18,24 +20,13 @@ pub enum CoreError {
         source: std::io::Error,
     },
     #[error("cgroups: {0}")]
-    Cgroup(String),
-    #[error("sink {name}: {message}")]
-    Sink { name: String, message: String },
-}
-
-/// The running core. `start` builds it (drivers, engine, sinks, the sampling thread);
-/// `run` drives the event loop until `shutdown` resolves, then flushes the sinks.
-pub struct Agent {
-    _private: (),
-}
-
-impl Agent {
-    pub fn start(cfg: CoreConfig) -> Result<(Agent, AgentHandle), CoreError> {
-        let _ = cfg;
-        Err(CoreError::Cgroup("core not implemented yet".into()))
-    }
-
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        shutdown.await
-    }
+    Cgroup(#[from] nodeagent_drivers::cgroup::CgroupError),
+    #[error("procfs: {0}")]
+    Proc(#[from] nodeagent_drivers::procfs::ProcError),
+    #[error(transparent)]
+    Sink(#[from] nodeagent_engine::sinks::SinkError),
+    #[error("config: {0}")]
+    Config(String),
+    #[error("collector thread: {0}")]
+    Collector(std::io::Error),
 }

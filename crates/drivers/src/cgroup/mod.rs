@@ -5,6 +5,9 @@
 //! ([`CgroupRef::External`]) and are never removed.
 
 mod error;
+mod parse;
+mod stat;
+mod util;
 mod v1;
 mod v2;
 
@@ -155,9 +158,14 @@ impl CgroupManager for Cgroups {
 
 /// Samples one cgroup's counters. Built once per object; `read` reuses the caller's buffer so
 /// the sampling loop does not allocate.
+///
+/// The counter files are opened once, when the reader is built, and re-read with `pread` at
+/// offset 0 on every sample: cgroupfs regenerates a file's content on each read from offset 0,
+/// so this costs one syscall per counter instead of open + read + close.
 #[derive(Debug)]
 pub struct StatReader {
-    // private: the helper decides (paths or pre-opened files per counter)
+    files: Vec<stat::StatFile>,
+    procs: Option<stat::OpenFile>,
 }
 
 impl StatReader {
@@ -165,12 +173,10 @@ impl StatReader {
     /// memory_limit_bytes, oom_kills, pids, io_read_bytes, io_write_bytes). Counters the
     /// kernel lacks stay `None`. Fails only if the cgroup is gone.
     pub fn read(&mut self, buf: &mut Vec<u8>, out: &mut Sample) -> Result<()> {
-        let _ = (buf, out);
-        unimplemented!()
+        self.read_impl(buf, out)
     }
     /// One pid in the cgroup, if any (used to read its network namespace's counters).
     pub fn first_pid(&mut self, buf: &mut Vec<u8>) -> Option<u32> {
-        let _ = buf;
-        unimplemented!()
+        self.first_pid_impl(buf)
     }
 }

@@ -1,0 +1,117 @@
+//! The narrow view of the core that the front ends need.
+//!
+//! The front ends are written against this trait rather than against [`AgentHandle`] directly so
+//! that their parsing, formatting and error paths can be tested without a running core (whose
+//! handle has no public constructor): tests give the router a stand-in that implements [`Core`].
+//! In the daemon the only implementation is [`AgentHandle`]'s, which forwards every call.
+
+use futures::future::BoxFuture;
+use nodeagent_core::{AgentHandle, Created, HostInfo, PushAck};
+use nodeagent_types::{ApiError, Duration, Event, Object, ObjectPatch, ObjectSpec, Sample};
+use tokio::sync::broadcast;
+
+/// What the API layer asks of the core. Every method mirrors the [`AgentHandle`] method of the
+/// same name; see there for what each does. The futures are boxed so that the router can hold an
+/// `Arc<dyn Core>` and stay one concrete type.
+pub trait Core: Send + Sync + 'static {
+    fn create(&self, spec: ObjectSpec, wait: bool) -> BoxFuture<'_, Result<Created, ApiError>>;
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object, ApiError>>;
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Object>, ApiError>>;
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        patch: ObjectPatch,
+        wait: bool,
+    ) -> BoxFuture<'a, Result<Object, ApiError>>;
+    fn delete<'a>(&'a self, key: &'a str, wait: bool) -> BoxFuture<'a, Result<Object, ApiError>>;
+    fn push_on<'a>(
+        &'a self,
+        key: &'a str,
+        sink: &'a str,
+        interval: Option<Duration>,
+    ) -> BoxFuture<'a, Result<PushAck, ApiError>>;
+    fn push_off<'a>(&'a self, key: &'a str, sink: &'a str)
+        -> BoxFuture<'a, Result<PushAck, ApiError>>;
+    fn push_once<'a>(
+        &'a self,
+        key: &'a str,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<PushAck, ApiError>>;
+    fn metrics<'a>(
+        &'a self,
+        key: &'a str,
+        limit: Option<usize>,
+    ) -> BoxFuture<'a, Result<Vec<Sample>, ApiError>>;
+    fn host(&self) -> BoxFuture<'_, Result<HostInfo, ApiError>>;
+    fn events(&self, since: Option<u64>) -> Vec<Event>;
+    fn subscribe(&self) -> broadcast::Receiver<Event>;
+    fn prometheus_text(&self) -> String;
+    fn ready(&self) -> bool;
+}
+
+impl Core for AgentHandle {
+    fn create(&self, spec: ObjectSpec, wait: bool) -> BoxFuture<'_, Result<Created, ApiError>> {
+        Box::pin(AgentHandle::create(self, spec, wait))
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object, ApiError>> {
+        Box::pin(AgentHandle::get(self, key))
+    }
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Object>, ApiError>> {
+        Box::pin(AgentHandle::list(self))
+    }
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        patch: ObjectPatch,
+        wait: bool,
+    ) -> BoxFuture<'a, Result<Object, ApiError>> {
+        Box::pin(AgentHandle::update(self, key, patch, wait))
+    }
+    fn delete<'a>(&'a self, key: &'a str, wait: bool) -> BoxFuture<'a, Result<Object, ApiError>> {
+        Box::pin(AgentHandle::delete(self, key, wait))
+    }
+    fn push_on<'a>(
+        &'a self,
+        key: &'a str,
+        sink: &'a str,
+        interval: Option<Duration>,
+    ) -> BoxFuture<'a, Result<PushAck, ApiError>> {
+        Box::pin(AgentHandle::push_on(self, key, sink, interval))
+    }
+    fn push_off<'a>(
+        &'a self,
+        key: &'a str,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<PushAck, ApiError>> {
+        Box::pin(AgentHandle::push_off(self, key, sink))
+    }
+    fn push_once<'a>(
+        &'a self,
+        key: &'a str,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<PushAck, ApiError>> {
+        Box::pin(AgentHandle::push_once(self, key, sink))
+    }
+    fn metrics<'a>(
+        &'a self,
+        key: &'a str,
+        limit: Option<usize>,
+    ) -> BoxFuture<'a, Result<Vec<Sample>, ApiError>> {
+        Box::pin(AgentHandle::metrics(self, key, limit))
+    }
+    fn host(&self) -> BoxFuture<'_, Result<HostInfo, ApiError>> {
+        Box::pin(AgentHandle::host(self))
+    }
+    fn events(&self, since: Option<u64>) -> Vec<Event> {
+        AgentHandle::events(self, since)
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        AgentHandle::subscribe(self)
+    }
+    fn prometheus_text(&self) -> String {
+        AgentHandle::prometheus_text(self)
+    }
+    fn ready(&self) -> bool {
+        AgentHandle::ready(self)
+    }
+}

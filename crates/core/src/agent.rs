@@ -1,0 +1,928 @@
+//! The event loop and the object registry it owns.
+
+use crate::handle::{AgentHandle, Created, HostInfo, PushAck, Shared};
+use crate::{CoreConfig, CoreError};
+use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, CgroupVersion, Cgroups, Parent};
+use nodeagent_drivers::process::{self as proc_driver, ExitStatus};
+use nodeagent_drivers::procfs::{HostFacts, ProcFs};
+use nodeagent_engine::collector::{Collector, Command, Target};
+use nodeagent_engine::managers::cgroup::{Adopted, CgroupKindManager};
+use nodeagent_engine::managers::process::ProcessManager;
+use nodeagent_engine::sinks::{self, SinkConfig, SinkHandle, SinkType};
+use nodeagent_engine::{EventLog, Series, SeriesMap};
+use nodeagent_types::spec::{MAX_INTERVAL, MIN_INTERVAL};
+use nodeagent_types::{
+    new_object_id, ApiError, CollectSpec, Duration, ErrorCode, EventKind, Kind, Object,
+    ObjectPatch, ObjectSpec, Resources, RestartPolicy, Status, Timestamp, HOST_ID,
+};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// What front ends ask of the core (Firecracker's "action" enum).
+pub(crate) enum Cmd {
+    Create {
+        spec: ObjectSpec,
+        wait: bool,
+        reply: Reply<Created>,
+    },
+    Get {
+        key: String,
+        reply: Reply<Object>,
+    },
+    List {
+        reply: Reply<Vec<Object>>,
+    },
+    Update {
+        key: String,
+        patch: ObjectPatch,
+        reply: Reply<Object>,
+    },
+    Delete {
+        key: String,
+        wait: bool,
+        reply: Reply<Object>,
+    },
+    PushOn {
+        key: String,
+        sink: String,
+        interval: Option<Duration>,
+        reply: Reply<PushAck>,
+    },
+    PushOff {
+        key: String,
+        sink: String,
+        reply: Reply<PushAck>,
+    },
+    PushOnce {
+        key: String,
+        sink: String,
+        reply: Reply<(String, oneshot::Receiver<Result<u64, String>>)>,
+    },
+    Host {
+        reply: Reply<HostInfo>,
+    },
+}
+
+/// Timers the loop sets for itself.
+enum Internal {
+    Restart(String),
+}
+
+enum Work {
+    Host,
+    Process {
+        pid: Option<u32>,
+        started: Instant,
+        /// Consecutive quick failures, for the restart backoff.
+        failures: u32,
+    },
+    Adopted(Adopted),
+}
+
+struct Deleting {
+    waiters: Vec<Reply<Object>>,
+    deadline: Instant,
+    killed: bool,
+}
+
+struct Entry {
+    obj: Object,
+    cg: Option<CgroupRef>,
+    work: Work,
+    deleting: Option<Deleting>,
+}
+
+/// The running core. [`Agent::start`] builds it (drivers, engine, sinks, the collector thread);
+/// [`Agent::run`] drives the event loop until shutdown, then flushes the sinks.
+pub struct Agent {
+    cfg: CoreConfig,
+    rx: mpsc::Receiver<Cmd>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    shared: Arc<Shared>,
+    cgroups: Arc<Cgroups>,
+    procfs: ProcFs,
+    facts: HostFacts,
+    node: Arc<str>,
+    processes: ProcessManager,
+    adopter: CgroupKindManager,
+    collector: Collector,
+    sinks: BTreeMap<String, Arc<SinkHandle>>,
+    objects: HashMap<String, Entry>,
+    names: HashMap<String, String>,
+    started_at: Timestamp,
+}
+
+impl Agent {
+    /// Builds the core: cgroup and procfs drivers, managers, sinks, the collector thread, and
+    /// the host object with its heartbeat. Must be called inside a tokio runtime (sinks are
+    /// tasks).
+    pub fn start(cfg: CoreConfig) -> Result<(Agent, AgentHandle), CoreError> {
+        let sd = &cfg.state_dir;
+        std::fs::create_dir_all(sd.join("objects")).map_err(|source| CoreError::StateDir {
+            path: sd.clone(),
+            source,
+        })?;
+        let procfs = ProcFs::new(&cfg.proc_root);
+        let facts = procfs.host_facts()?;
+        let node: Arc<str> = if cfg.node_name.is_empty() {
+            facts.hostname.as_str().into()
+        } else {
+            cfg.node_name.as_str().into()
+        };
+        let parent = match &cfg.cgroup_parent {
+            Some(p) => Parent::Absolute(p.clone()),
+            None => Parent::Own,
+        };
+        let cgroups = Arc::new(Cgroups::detect(&cfg.cgroup_root, &cfg.proc_root, parent)?);
+        let events = Arc::new(EventLog::new(cfg.event_log_size));
+        let mut sink_map = BTreeMap::new();
+        let builtin = [
+            SinkConfig {
+                name: sinks::STDOUT.into(),
+                kind: SinkType::Stdout,
+                path: None,
+                address: None,
+                url: None,
+                queue: None,
+            },
+            SinkConfig {
+                name: sinks::FILE.into(),
+                kind: SinkType::File,
+                path: None,
+                address: None,
+                url: None,
+                queue: None,
+            },
+        ];
+        for sc in builtin.iter().chain(cfg.sinks.iter()) {
+            if sink_map.contains_key(&sc.name) {
+                return Err(CoreError::Config(format!(
+                    "sink {:?} is defined twice (stdout and file are built in)",
+                    sc.name
+                )));
+            }
+            let sink = sinks::build(sc, sd, cfg.file_sink_max_bytes)?;
+            let h = sinks::spawn(&sc.name, sc.kind, sink, sc.queue.unwrap_or(1024), events.clone());
+            sink_map.insert(sc.name.clone(), h);
+        }
+        for s in &cfg.heartbeat_sinks {
+            if !sink_map.contains_key(s) {
+                return Err(CoreError::Config(format!(
+                    "heartbeat sink {s:?} is not defined; known sinks: {}",
+                    sink_map.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let collector = Collector::start(procfs.clone(), node.clone())
+            .map_err(CoreError::Collector)?;
+        let shared = Arc::new(Shared {
+            series: SeriesMap::default(),
+            events,
+            ready: Default::default(),
+        });
+        let (tx, rx) = mpsc::channel(1024);
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let processes = ProcessManager::new(cgroups.clone(), sd.join("objects"));
+        let adopter = CgroupKindManager::new(cgroups.clone(), procfs.clone(), cfg.cgroup_root.clone());
+        let mut agent = Agent {
+            rx,
+            internal_tx,
+            internal_rx,
+            shared: shared.clone(),
+            cgroups,
+            procfs,
+            facts,
+            node,
+            processes,
+            adopter,
+            collector,
+            sinks: sink_map,
+            objects: HashMap::new(),
+            names: HashMap::new(),
+            started_at: Timestamp::now(),
+            cfg,
+        };
+        agent.add_host();
+        let handle = AgentHandle { tx, shared };
+        Ok((agent, handle))
+    }
+
+    /// The host object: always present, read-only, sampled every `host_interval`, and reported
+    /// to the heartbeat sinks (the seed's heartbeat).
+    fn add_host(&mut self) {
+        let now = Timestamp::now();
+        let spec = ObjectSpec {
+            name: self.node.to_string(),
+            kind: Kind::Host,
+            labels: BTreeMap::new(),
+            process: None,
+            cgroup: None,
+            container: None,
+            resources: Resources::default(),
+            collect: CollectSpec {
+                interval: Duration(self.cfg.host_interval),
+            },
+        };
+        let mut push = BTreeMap::new();
+        for s in &self.cfg.heartbeat_sinks {
+            push.insert(s.clone(), Duration(self.cfg.heartbeat_interval));
+        }
+        let obj = Object {
+            id: HOST_ID.into(),
+            name: self.node.to_string(),
+            kind: Kind::Host,
+            status: Status::Running,
+            spec,
+            pid: None,
+            exit_code: None,
+            exit_signal: None,
+            created_at: now,
+            updated_at: now,
+            paused: false,
+            restarts: 0,
+            cgroup: None,
+            stdout_path: None,
+            stderr_path: None,
+            push: push.clone(),
+            message: None,
+        };
+        let series = self.shared.series.insert(Series::new(
+            HOST_ID.into(),
+            obj.name.clone(),
+            Kind::Host,
+            self.cfg.ring_size,
+        ));
+        self.collector.send(Command::Add {
+            series,
+            target: Target::Host,
+            interval: self.cfg.host_interval,
+        });
+        for (sink, interval) in push {
+            if let Some(h) = self.sinks.get(&sink) {
+                self.collector.send(Command::PushOn {
+                    id: HOST_ID.into(),
+                    sink: h.clone(),
+                    interval: interval.0,
+                });
+            }
+        }
+        self.names.insert(obj.name.clone(), HOST_ID.into());
+        self.objects.insert(
+            HOST_ID.into(),
+            Entry {
+                obj,
+                cg: None,
+                work: Work::Host,
+                deleting: None,
+            },
+        );
+    }
+
+    /// Runs the event loop until `shutdown` resolves; then stops collection with a last round of
+    /// reports and flushes every sink. Workloads keep running.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGCHLD stream; exits are found by polling");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fast = tokio::time::interval(std::time::Duration::from_millis(20));
+        fast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        self.shared.ready.store(true, Ordering::Release);
+        self.shared.events.emit(
+            EventKind::AgentStarted,
+            None,
+            format!("nodeagent {} started on {}", env!("CARGO_PKG_VERSION"), self.node),
+            json!({"cgroup_version": self.cgroup_version()}),
+        );
+        loop {
+            let deleting = self.objects.values().any(|e| e.deleting.is_some());
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(cmd) = self.rx.recv() => self.handle(cmd),
+                Some(i) = self.internal_rx.recv() => self.internal(i),
+                Some(()) = async { match sigchld.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => self.reap(),
+                _ = tick.tick() => { self.reap(); self.check_adopted(); }
+                _ = fast.tick(), if deleting => { self.reap(); self.progress_deletes(); }
+            }
+        }
+        self.shared.ready.store(false, Ordering::Release);
+        let (tx, rx) = oneshot::channel();
+        self.collector.send(Command::Shutdown(tx));
+        let _ = rx.await;
+        for s in self.sinks.values() {
+            s.flush().await;
+        }
+        self.shared.events.emit(
+            EventKind::AgentStopped,
+            None,
+            "nodeagent stopped; workloads keep running",
+            serde_json::Value::Null,
+        );
+    }
+
+    fn cgroup_version(&self) -> &'static str {
+        match self.cgroups.version() {
+            CgroupVersion::V1 => "v1",
+            CgroupVersion::V2 => "v2",
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Create { spec, wait, reply } => {
+                let _ = reply.send(self.create(spec, wait));
+            }
+            Cmd::Get { key, reply } => {
+                let _ = reply.send(self.lookup(&key).map(|e| e.obj.clone()));
+            }
+            Cmd::List { reply } => {
+                let mut v: Vec<Object> = self.objects.values().map(|e| e.obj.clone()).collect();
+                v.sort_by(|a, b| (a.kind != Kind::Host, a.created_at, &a.id).cmp(&(b.kind != Kind::Host, b.created_at, &b.id)));
+                let _ = reply.send(Ok(v));
+            }
+            Cmd::Update { key, patch, reply } => {
+                let _ = reply.send(self.update(&key, patch));
+            }
+            Cmd::Delete { key, wait, reply } => self.delete(&key, wait, reply),
+            Cmd::PushOn {
+                key,
+                sink,
+                interval,
+                reply,
+            } => {
+                let _ = reply.send(self.push_on(&key, &sink, interval));
+            }
+            Cmd::PushOff { key, sink, reply } => {
+                let _ = reply.send(self.push_off(&key, &sink));
+            }
+            Cmd::PushOnce { key, sink, reply } => {
+                let _ = reply.send(self.push_once(&key, &sink));
+            }
+            Cmd::Host { reply } => {
+                let _ = reply.send(self.host_info());
+            }
+        }
+    }
+
+    fn id_of(&self, key: &str) -> Result<String, ApiError> {
+        if self.objects.contains_key(key) {
+            return Ok(key.to_string());
+        }
+        self.names
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(key))
+    }
+
+    fn lookup(&self, key: &str) -> Result<&Entry, ApiError> {
+        let id = self.id_of(key)?;
+        self.objects.get(&id).ok_or_else(|| ApiError::not_found(key))
+    }
+
+    fn emit(&self, kind: EventKind, obj: &Object, message: impl Into<String>, data: serde_json::Value) -> u64 {
+        self.shared
+            .events
+            .emit(kind, Some((&obj.id, &obj.name)), message, data)
+    }
+
+    fn create(&mut self, spec: ObjectSpec, _wait: bool) -> Result<Created, ApiError> {
+        if spec.name == HOST_ID || self.names.contains_key(&spec.name) {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("name {:?} is already taken on this node", spec.name),
+            )
+            .with_field("name"));
+        }
+        if let Some(cs) = &spec.resources.cpuset {
+            if let Some(bad) = cs.cpus().into_iter().find(|c| *c >= self.facts.cpus) {
+                return Err(ApiError::invalid(
+                    "resources.cpuset",
+                    format!("CPU {bad} does not exist; this node has CPUs 0-{}", self.facts.cpus.saturating_sub(1)),
+                ));
+            }
+        }
+        let id = new_object_id();
+        let now = Timestamp::now();
+        let mut obj = Object {
+            id: id.clone(),
+            name: spec.name.clone(),
+            kind: spec.kind,
+            status: Status::Pending,
+            spec,
+            pid: None,
+            exit_code: None,
+            exit_signal: None,
+            created_at: now,
+            updated_at: now,
+            paused: false,
+            restarts: 0,
+            cgroup: None,
+            stdout_path: None,
+            stderr_path: None,
+            push: BTreeMap::new(),
+            message: None,
+        };
+        let (cg, work, net_pid) = match obj.kind {
+            Kind::Process => {
+                let (cg, sp) = self.processes.create(&id, &obj.spec)?;
+                obj.pid = Some(sp.pid);
+                obj.stdout_path = Some(sp.stdout_path.display().to_string());
+                obj.stderr_path = Some(sp.stderr_path.display().to_string());
+                (
+                    cg,
+                    Work::Process {
+                        pid: Some(sp.pid),
+                        started: Instant::now(),
+                        failures: 0,
+                    },
+                    None,
+                )
+            }
+            Kind::Cgroup => {
+                let a = self.adopter.adopt(&id, &obj.spec)?;
+                let first = a.origins.first().map(|o| o.0);
+                let net_pid = first.filter(|p| self.own_netns(*p));
+                (a.cg.clone(), Work::Adopted(a), net_pid)
+            }
+            Kind::Container => {
+                return Err(ApiError::unavailable(
+                    "the container kind is not available in this build yet: no Docker driver",
+                )
+                .with_field("kind"))
+            }
+            Kind::Host => {
+                return Err(ApiError::invalid("kind", "the host cannot be created"));
+            }
+        };
+        obj.cgroup = Some(self.cgroups.path(&cg));
+        let reader = match self.cgroups.stat_reader(&cg) {
+            Ok(r) => r,
+            Err(e) => {
+                self.undo_create(&obj, &cg, &work);
+                return Err(ApiError::internal(format!("cannot sample the new cgroup: {e}")));
+            }
+        };
+        obj.status = Status::Running;
+        let series = self.shared.series.insert(Series::new(
+            id.clone(),
+            obj.name.clone(),
+            obj.kind,
+            self.cfg.ring_size,
+        ));
+        self.collector.send(Command::Add {
+            series,
+            target: Target::Cgroup { reader, net_pid },
+            interval: obj.spec.collect.interval.as_std(),
+        });
+        let event_id = self.emit(EventKind::Created, &obj, format!("created {} {}", obj.kind, obj.name), json!({"pid": obj.pid}));
+        self.emit(EventKind::Started, &obj, "running", json!({"pid": obj.pid}));
+        self.names.insert(obj.name.clone(), id.clone());
+        self.objects.insert(
+            id.clone(),
+            Entry {
+                obj: obj.clone(),
+                cg: Some(cg),
+                work,
+                deleting: None,
+            },
+        );
+        Ok(Created {
+            id,
+            event_id,
+            object: obj,
+        })
+    }
+
+    fn undo_create(&self, obj: &Object, cg: &CgroupRef, work: &Work) {
+        match work {
+            Work::Process { pid, .. } => {
+                self.processes.signal_all(cg, *pid, libc::SIGKILL);
+                if let Some(p) = pid {
+                    // Give the kernel a moment to take it out of the cgroup, then reap.
+                    for _ in 0..50 {
+                        if proc_driver::reap(*p).is_some() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                }
+                let _ = self.processes.remove(cg);
+            }
+            Work::Adopted(a) => self.adopter.release(a),
+            Work::Host => {}
+        }
+        tracing::warn!(id = %obj.id, "create rolled back");
+    }
+
+    /// Whether `pid` has a network namespace of its own (not the agent's).
+    fn own_netns(&self, pid: u32) -> bool {
+        match (self.procfs.net_ns(pid), self.procfs.net_ns(std::process::id())) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        }
+    }
+
+    fn update(&mut self, key: &str, patch: ObjectPatch) -> Result<Object, ApiError> {
+        let id = self.id_of(key)?;
+        let cgroups = self.cgroups.clone();
+        let e = self.objects.get_mut(&id).ok_or_else(|| ApiError::not_found(key))?;
+        if e.obj.kind == Kind::Host {
+            return Err(ApiError::precondition("the host object is read-only"));
+        }
+        if e.deleting.is_some() || e.obj.status == Status::Deleted {
+            return Err(ApiError::precondition(format!("object {} is being deleted", e.obj.name)));
+        }
+        let Some(cg) = e.cg.clone() else {
+            return Err(ApiError::precondition("object has no cgroup to update"));
+        };
+        if let Some(cs) = patch.resources.as_ref().and_then(|r| r.cpuset.as_ref()) {
+            if let Some(bad) = cs.cpus().into_iter().find(|c| *c >= self.facts.cpus) {
+                return Err(ApiError::invalid(
+                    "resources.cpuset",
+                    format!("CPU {bad} does not exist; this node has CPUs 0-{}", self.facts.cpus.saturating_sub(1)),
+                ));
+            }
+        }
+        let mut changed = Vec::new();
+        if let Some(r) = &patch.resources {
+            // The fast path: straight to cgroupfs. The spec records only what was applied.
+            cgroups.apply(&cg, r).map_err(nodeagent_engine::managers::cgroup_error)?;
+            e.obj.spec.resources.merge(r);
+            changed.push(serde_json::to_value(r).unwrap_or_default());
+        }
+        let mut pause_event = None;
+        if let Some(p) = patch.paused {
+            if p != e.obj.paused {
+                if !matches!(e.obj.status, Status::Running | Status::Paused) {
+                    return Err(ApiError::precondition(format!(
+                        "object {} is {}; only a running object can be paused or resumed",
+                        e.obj.name, e.obj.status
+                    ))
+                    .with_field("paused"));
+                }
+                cgroups
+                    .freeze(&cg, p)
+                    .map_err(nodeagent_engine::managers::cgroup_error)
+                    .map_err(|er| er.with_field("paused"))?;
+                e.obj.paused = p;
+                e.obj.status = if p { Status::Paused } else { Status::Running };
+                pause_event = Some(if p { EventKind::Paused } else { EventKind::Resumed });
+            }
+        }
+        e.obj.updated_at = Timestamp::now();
+        let obj = e.obj.clone();
+        if !changed.is_empty() {
+            self.emit(EventKind::Updated, &obj, "resources updated in place", json!({"resources": changed[0]}));
+        }
+        if let Some(k) = pause_event {
+            self.emit(k, &obj, k.as_str(), serde_json::Value::Null);
+        }
+        Ok(obj)
+    }
+
+    fn delete(&mut self, key: &str, wait: bool, reply: Reply<Object>) {
+        let id = match self.id_of(key) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let grace = self.cfg.stop_grace;
+        let Some(e) = self.objects.get_mut(&id) else {
+            let _ = reply.send(Err(ApiError::not_found(key)));
+            return;
+        };
+        if e.obj.kind == Kind::Host {
+            let _ = reply.send(Err(ApiError::precondition("the host object cannot be deleted")));
+            return;
+        }
+        if let Some(d) = &mut e.deleting {
+            if wait {
+                d.waiters.push(reply);
+            } else {
+                let _ = reply.send(Ok(e.obj.clone()));
+            }
+            return;
+        }
+        e.obj.message = Some("deleting".into());
+        let mut d = Deleting {
+            waiters: Vec::new(),
+            deadline: Instant::now() + grace,
+            killed: false,
+        };
+        let snapshot = e.obj.clone();
+        if wait {
+            d.waiters.push(reply);
+        } else {
+            let _ = reply.send(Ok(snapshot));
+        }
+        if let (Work::Process { pid, .. }, Some(cg)) = (&e.work, &e.cg) {
+            // Thaw first: a frozen process cannot act on SIGTERM.
+            if e.obj.paused {
+                let _ = self.cgroups.freeze(cg, false);
+            }
+            self.processes.signal_all(cg, *pid, libc::SIGTERM);
+        }
+        e.deleting = Some(d);
+        self.collector.send(Command::Remove { id: id.clone() });
+        self.progress_deletes();
+    }
+
+    /// Finishes deletions whose workload is gone, and escalates to SIGKILL past the grace.
+    fn progress_deletes(&mut self) {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        for (id, e) in &mut self.objects {
+            let Some(d) = &mut e.deleting else { continue };
+            let finished = match (&e.work, &e.cg) {
+                (Work::Process { pid, .. }, Some(cg)) => {
+                    let empty = self.processes.is_empty(cg);
+                    let reaped = pid.is_none_or(|p| !self.procfs.alive(p));
+                    if !(empty && reaped) && now >= d.deadline && !d.killed {
+                        self.processes.signal_all(cg, *pid, libc::SIGKILL);
+                        d.killed = true;
+                    }
+                    empty && reaped
+                }
+                _ => true,
+            };
+            if finished {
+                done.push(id.clone());
+            }
+        }
+        for id in done {
+            let Some(mut e) = self.objects.remove(&id) else { continue };
+            match (&e.work, &e.cg) {
+                (Work::Adopted(a), _) => self.adopter.release(a),
+                (Work::Process { .. }, Some(cg)) => {
+                    if let Err(er) = self.processes.remove(cg) {
+                        tracing::warn!(id = %id, error = %er, "remove cgroup");
+                    }
+                }
+                _ => {}
+            }
+            self.names.remove(&e.obj.name);
+            self.shared.series.remove(&id);
+            e.obj.status = Status::Deleted;
+            e.obj.message = None;
+            e.obj.updated_at = Timestamp::now();
+            self.emit(EventKind::Deleted, &e.obj, format!("deleted {}", e.obj.name), serde_json::Value::Null);
+            if let Some(d) = e.deleting.take() {
+                for w in d.waiters {
+                    let _ = w.send(Ok(e.obj.clone()));
+                }
+            }
+        }
+    }
+
+    /// Reaps exited processes and applies their restart policy.
+    fn reap(&mut self) {
+        let mut exits = Vec::new();
+        for (id, e) in &self.objects {
+            if let Work::Process { pid: Some(pid), .. } = e.work {
+                if let Some(st) = proc_driver::reap(pid) {
+                    exits.push((id.clone(), st));
+                }
+            }
+        }
+        for (id, st) in exits {
+            self.on_exit(&id, st);
+        }
+    }
+
+    fn on_exit(&mut self, id: &str, st: ExitStatus) {
+        let tx = self.internal_tx.clone();
+        let Some(e) = self.objects.get_mut(id) else { return };
+        let Work::Process { pid, started, failures } = &mut e.work else { return };
+        *pid = None;
+        let (code, signal) = match st {
+            ExitStatus::Code(c) => (Some(c), None),
+            ExitStatus::Signal(s) => (None, Some(s)),
+        };
+        e.obj.exit_code = code;
+        e.obj.exit_signal = signal;
+        e.obj.updated_at = Timestamp::now();
+        if e.deleting.is_some() {
+            return;
+        }
+        let failed = code != Some(0);
+        let policy = e.obj.spec.process.as_ref().map_or(RestartPolicy::Never, |p| p.restart);
+        let restart = match policy {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => failed,
+            RestartPolicy::Always => true,
+        };
+        let msg = match (code, signal) {
+            (Some(c), _) => format!("exited with code {c}"),
+            (_, Some(s)) => format!("killed by signal {s}"),
+            _ => "exited".to_string(),
+        };
+        e.obj.paused = false;
+        if restart {
+            // A run of 10 s or more counts as healthy and resets the backoff.
+            if started.elapsed() >= std::time::Duration::from_secs(10) {
+                *failures = 0;
+            }
+            let delay = std::time::Duration::from_millis(100)
+                .saturating_mul(1u32 << (*failures).min(9))
+                .min(std::time::Duration::from_secs(30));
+            *failures += 1;
+            e.obj.status = Status::Pending;
+            e.obj.message = Some(format!("{msg}; restarting in {}", Duration(delay)));
+            let id2 = id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(Internal::Restart(id2));
+            });
+        } else {
+            e.obj.status = Status::Exited;
+            e.obj.message = Some(msg.clone());
+            self.collector.send(Command::Remove { id: id.to_string() });
+        }
+        let obj = e.obj.clone();
+        self.emit(EventKind::Exited, &obj, msg, json!({"exit_code": code, "signal": signal}));
+    }
+
+    fn internal(&mut self, i: Internal) {
+        match i {
+            Internal::Restart(id) => {
+                let Some(e) = self.objects.get_mut(&id) else { return };
+                if e.deleting.is_some() || e.obj.status != Status::Pending {
+                    return;
+                }
+                let Some(cg) = e.cg.clone() else { return };
+                match self.processes.spawn(&id, &cg, &e.obj.spec) {
+                    Ok(sp) => {
+                        if let Work::Process { pid, started, .. } = &mut e.work {
+                            *pid = Some(sp.pid);
+                            *started = Instant::now();
+                        }
+                        e.obj.pid = Some(sp.pid);
+                        e.obj.status = Status::Running;
+                        e.obj.restarts += 1;
+                        e.obj.exit_code = None;
+                        e.obj.exit_signal = None;
+                        e.obj.message = None;
+                        e.obj.updated_at = Timestamp::now();
+                        let obj = e.obj.clone();
+                        self.emit(EventKind::Restarted, &obj, format!("restart #{}", obj.restarts), json!({"pid": sp.pid}));
+                    }
+                    Err(er) => {
+                        e.obj.status = Status::Failed;
+                        e.obj.message = Some(format!("restart failed: {}", er.message));
+                        let obj = e.obj.clone();
+                        self.collector.send(Command::Remove { id: id.clone() });
+                        self.emit(EventKind::Failed, &obj, format!("restart failed: {}", er.message), serde_json::Value::Null);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adopted pids that have all exited, or an adopted path that vanished.
+    fn check_adopted(&mut self) {
+        let mut changed = Vec::new();
+        for (id, e) in &mut self.objects {
+            if e.deleting.is_some() || !e.obj.status.is_live() {
+                continue;
+            }
+            let Work::Adopted(a) = &e.work else { continue };
+            let (status, msg) = match &a.cg {
+                CgroupRef::External(p) if !self.cgroups.exists(&a.cg) => {
+                    (Status::Lost, format!("cgroup {p} no longer exists"))
+                }
+                CgroupRef::Owned(_) if self.adopter.procs(&a.cg).is_empty() => {
+                    (Status::Exited, "every adopted process has exited".to_string())
+                }
+                _ => continue,
+            };
+            e.obj.status = status;
+            e.obj.message = Some(msg.clone());
+            e.obj.updated_at = Timestamp::now();
+            changed.push((id.clone(), e.obj.clone(), status, msg));
+        }
+        for (id, obj, status, msg) in changed {
+            self.collector.send(Command::Remove { id });
+            let k = if status == Status::Lost { EventKind::Lost } else { EventKind::Exited };
+            self.emit(k, &obj, msg, serde_json::Value::Null);
+        }
+    }
+
+    fn sink(&self, name: &str) -> Result<Arc<SinkHandle>, ApiError> {
+        self.sinks.get(name).cloned().ok_or_else(|| {
+            ApiError::invalid(
+                "sink",
+                format!(
+                    "unknown sink {name:?}; known sinks: {}",
+                    self.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
+    fn collecting(&self, key: &str) -> Result<(String, Object), ApiError> {
+        let e = self.lookup(key)?;
+        if e.deleting.is_some() || !e.obj.status.is_live() {
+            return Err(ApiError::precondition(format!(
+                "object {} is {}; reports need a live object",
+                e.obj.name,
+                if e.deleting.is_some() { "being deleted".to_string() } else { e.obj.status.to_string() }
+            )));
+        }
+        Ok((e.obj.id.clone(), e.obj.clone()))
+    }
+
+    fn push_on(&mut self, key: &str, sink: &str, interval: Option<Duration>) -> Result<PushAck, ApiError> {
+        let (id, _) = self.collecting(key)?;
+        let h = self.sink(sink)?;
+        let interval = interval.unwrap_or(Duration(std::time::Duration::from_secs(1)));
+        if interval.0 < MIN_INTERVAL || interval.0 > MAX_INTERVAL {
+            return Err(ApiError::invalid("interval", format!("interval {interval} is out of range: give 10ms to 1h")));
+        }
+        self.collector.send(Command::PushOn {
+            id: id.clone(),
+            sink: h,
+            interval: interval.0,
+        });
+        let Some(e) = self.objects.get_mut(&id) else { return Err(ApiError::not_found(key)) };
+        e.obj.push.insert(sink.to_string(), interval);
+        let obj = e.obj.clone();
+        self.emit(EventKind::PushOn, &obj, format!("reporting to {sink} every {interval}"), json!({"sink": sink, "interval": interval}));
+        Ok(PushAck {
+            id,
+            sink: sink.into(),
+            interval: Some(interval),
+            status: "on".into(),
+            sample_seq: None,
+        })
+    }
+
+    fn push_off(&mut self, key: &str, sink: &str) -> Result<PushAck, ApiError> {
+        let id = self.id_of(key)?;
+        self.sink(sink)?;
+        let Some(e) = self.objects.get_mut(&id) else { return Err(ApiError::not_found(key)) };
+        if e.obj.push.remove(sink).is_none() {
+            return Err(ApiError::precondition(format!("no report task to {sink} for {}", e.obj.name)).with_field("sink"));
+        }
+        let obj = e.obj.clone();
+        self.collector.send(Command::PushOff {
+            id: id.clone(),
+            sink: sink.to_string(),
+        });
+        self.emit(EventKind::PushOff, &obj, format!("stopped reporting to {sink}"), json!({"sink": sink}));
+        Ok(PushAck {
+            id,
+            sink: sink.into(),
+            interval: None,
+            status: "off".into(),
+            sample_seq: None,
+        })
+    }
+
+    fn push_once(&mut self, key: &str, sink: &str) -> Result<(String, oneshot::Receiver<Result<u64, String>>), ApiError> {
+        let (id, _) = self.collecting(key)?;
+        let h = self.sink(sink)?;
+        let (tx, rx) = oneshot::channel();
+        self.collector.send(Command::PushOnce {
+            id: id.clone(),
+            sink: h,
+            reply: tx,
+        });
+        Ok((id, rx))
+    }
+
+    fn host_info(&self) -> Result<HostInfo, ApiError> {
+        let e = self.lookup(HOST_ID)?;
+        let sample = self
+            .shared
+            .series
+            .get(HOST_ID)
+            .and_then(|s| nodeagent_engine::series::lock(&s).latest().cloned());
+        Ok(HostInfo {
+            node: self.node.to_string(),
+            hostname: self.facts.hostname.clone(),
+            kernel: self.facts.kernel.clone(),
+            cpus: self.facts.cpus,
+            memory_total_bytes: self.facts.memory_total_bytes,
+            cgroup_version: self.cgroup_version().into(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: self.started_at,
+            object: e.obj.clone(),
+            sample,
+        })
+    }
+}

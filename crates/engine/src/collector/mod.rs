@@ -1,0 +1,399 @@
+//! The collector: one OS thread that samples every object, and runs every report task, from a
+//! single heap of deadlines. There is no task or thread per object, so the thread count stays
+//! fixed from 1 object to 10,000; each object costs a heap entry and its open cgroup files.
+//!
+//! Deadlines advance by the interval from the previous deadline (not from "now"), so samples do
+//! not drift; a deadline missed by more than one interval is skipped rather than bunched.
+
+use crate::series::{lock, SharedSeries};
+use crate::sinks::{Record, SinkHandle};
+use nodeagent_drivers::cgroup::StatReader;
+use nodeagent_drivers::procfs::ProcFs;
+use nodeagent_types::{HostStats, Sample, Timestamp};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// What to sample for an object.
+pub enum Target {
+    Host,
+    Cgroup {
+        reader: StatReader,
+        /// A pid whose network namespace is the object's own, when it has one; its
+        /// `/proc/<pid>/net/dev` gives the object's network counters.
+        net_pid: Option<u32>,
+    },
+}
+
+pub enum Command {
+    Add {
+        series: SharedSeries,
+        target: Target,
+        interval: Duration,
+    },
+    Remove {
+        id: String,
+    },
+    PushOn {
+        id: String,
+        sink: Arc<SinkHandle>,
+        interval: Duration,
+    },
+    PushOff {
+        id: String,
+        sink: String,
+    },
+    /// Sends the latest sample (taking one first if there is none yet); the reply comes from the
+    /// sink once it is written.
+    PushOnce {
+        id: String,
+        sink: Arc<SinkHandle>,
+        reply: crate::sinks::Ack,
+    },
+    /// Stops the thread after a last round of reports; replies when done.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to the collector thread.
+#[derive(Clone)]
+pub struct Collector {
+    tx: Sender<Command>,
+}
+
+impl Collector {
+    /// Starts the collector thread.
+    pub fn start(procfs: ProcFs, node: Arc<str>) -> std::io::Result<Collector> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("collector".into())
+            .spawn(move || Scheduler::new(procfs, node).run(rx))?;
+        Ok(Collector { tx })
+    }
+
+    pub fn send(&self, cmd: Command) {
+        // The thread only stops on Shutdown; a send after that is a no-op by design.
+        let _ = self.tx.send(cmd);
+    }
+}
+
+struct Report {
+    sink: Arc<SinkHandle>,
+    interval: Duration,
+    /// Seq of the last sample sent; the next report sends every sample after it.
+    last_seq: u64,
+    gen: u64,
+}
+
+struct Obj {
+    id: String,
+    series: SharedSeries,
+    target: Target,
+    interval: Duration,
+    gen: u64,
+    reports: Vec<Report>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Due {
+    Sample { slot: usize, gen: u64 },
+    Report { slot: usize, gen: u64 },
+}
+
+struct Scheduler {
+    procfs: ProcFs,
+    node: Arc<str>,
+    slots: Vec<Option<Obj>>,
+    free: Vec<usize>,
+    by_id: HashMap<String, usize>,
+    heap: BinaryHeap<Reverse<(Instant, Due)>>,
+    next_gen: u64,
+    buf: Vec<u8>,
+    host_buf: HostStats,
+}
+
+impl Scheduler {
+    fn new(procfs: ProcFs, node: Arc<str>) -> Self {
+        Scheduler {
+            procfs,
+            node,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            heap: BinaryHeap::new(),
+            next_gen: 1,
+            buf: Vec::with_capacity(16 * 1024),
+            host_buf: HostStats::default(),
+        }
+    }
+
+    fn gen(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            let timeout = match self.heap.peek() {
+                Some(Reverse((at, _))) => at.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            match rx.recv_timeout(timeout) {
+                Ok(cmd) => {
+                    if self.handle(cmd) {
+                        return;
+                    }
+                    while let Ok(cmd) = rx.try_recv() {
+                        if self.handle(cmd) {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.run_due();
+        }
+    }
+
+    /// Returns true on shutdown.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Add {
+                series,
+                target,
+                interval,
+            } => {
+                let id = lock(&series).id.clone();
+                if let Some(slot) = self.by_id.remove(&id) {
+                    self.slots[slot] = None;
+                    self.free.push(slot);
+                }
+                let gen = self.gen();
+                let obj = Obj {
+                    id: id.clone(),
+                    series,
+                    target,
+                    interval,
+                    gen,
+                    reports: Vec::new(),
+                };
+                let slot = match self.free.pop() {
+                    Some(s) => {
+                        self.slots[s] = Some(obj);
+                        s
+                    }
+                    None => {
+                        self.slots.push(Some(obj));
+                        self.slots.len() - 1
+                    }
+                };
+                self.by_id.insert(id, slot);
+                // First sample at once, so an object has data as soon as it runs.
+                self.heap
+                    .push(Reverse((Instant::now(), Due::Sample { slot, gen })));
+            }
+            Command::Remove { id } => {
+                if let Some(slot) = self.by_id.remove(&id) {
+                    // Send what was sampled since the last report before letting go.
+                    if let Some(obj) = self.slots[slot].as_mut() {
+                        let node = self.node.clone();
+                        for r in &mut obj.reports {
+                            send_report(&node, &obj.series, r);
+                        }
+                    }
+                    self.slots[slot] = None;
+                    self.free.push(slot);
+                }
+            }
+            Command::PushOn { id, sink, interval } => {
+                let gen = self.gen();
+                if let Some(&slot) = self.by_id.get(&id) {
+                    if let Some(obj) = self.slots[slot].as_mut() {
+                        let last_seq = lock(&obj.series).latest().map_or(0, |s| s.seq);
+                        obj.reports.retain(|r| r.sink.name != sink.name);
+                        obj.reports.push(Report {
+                            sink,
+                            interval,
+                            last_seq,
+                            gen,
+                        });
+                        self.heap
+                            .push(Reverse((Instant::now() + interval, Due::Report { slot, gen })));
+                    }
+                }
+            }
+            Command::PushOff { id, sink } => {
+                if let Some(obj) = self.by_id.get(&id).and_then(|&s| self.slots[s].as_mut()) {
+                    obj.reports.retain(|r| r.sink.name != sink);
+                }
+            }
+            Command::PushOnce { id, sink, reply } => {
+                let Some(&slot) = self.by_id.get(&id) else {
+                    let _ = reply.send(Err(format!("object {id} is not being collected")));
+                    return false;
+                };
+                let needs_sample = self.slots[slot]
+                    .as_ref()
+                    .is_some_and(|o| lock(&o.series).is_empty());
+                if needs_sample {
+                    self.sample(slot);
+                }
+                let Some(obj) = self.slots[slot].as_ref() else {
+                    return false;
+                };
+                let s = lock(&obj.series);
+                match s.latest() {
+                    Some(latest) => {
+                        let seq = latest.seq;
+                        let rec = record(&self.node, &s, latest.clone());
+                        drop(s);
+                        sink.try_send(vec![rec], Some((reply, seq)));
+                    }
+                    None => {
+                        let _ = reply.send(Err(format!("no sample of object {id} yet")));
+                    }
+                }
+            }
+            Command::Shutdown(done) => {
+                let node = self.node.clone();
+                for obj in self.slots.iter_mut().flatten() {
+                    for r in &mut obj.reports {
+                        send_report(&node, &obj.series, r);
+                    }
+                }
+                let _ = done.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn run_due(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, due))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            match due {
+                Due::Sample { slot, gen } => {
+                    let Some(interval) = self.slots.get(slot).and_then(Option::as_ref).filter(|o| o.gen == gen).map(|o| o.interval) else {
+                        continue;
+                    };
+                    self.sample(slot);
+                    self.heap
+                        .push(Reverse((next_deadline(at, interval, now), due)));
+                }
+                Due::Report { slot, gen } => {
+                    let node = self.node.clone();
+                    let Some(obj) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+                        continue;
+                    };
+                    let Some(idx) = obj.reports.iter().position(|r| r.gen == gen) else {
+                        continue;
+                    };
+                    let mut r = obj.reports.swap_remove(idx);
+                    send_report(&node, &obj.series, &mut r);
+                    let interval = r.interval;
+                    obj.reports.push(r);
+                    self.heap
+                        .push(Reverse((next_deadline(at, interval, now), due)));
+                }
+            }
+        }
+    }
+
+    /// Takes one sample of the object in `slot` into its series.
+    fn sample(&mut self, slot: usize) {
+        let Some(obj) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut series = lock(&obj.series);
+        let out = series.next_slot();
+        out.ts = Timestamp::now();
+        let ok = match &mut obj.target {
+            Target::Host => match self.procfs.host_stats(&mut self.buf, &mut self.host_buf) {
+                Ok(()) => {
+                    fill_host(out, &self.host_buf);
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "host sample failed");
+                    false
+                }
+            },
+            Target::Cgroup { reader, net_pid } => match reader.read(&mut self.buf, out) {
+                Ok(()) => {
+                    if let Some(pid) = *net_pid {
+                        if let Ok((rx, tx)) = self.procfs.net_dev(pid, &mut self.buf) {
+                            out.net_rx_bytes = Some(rx);
+                            out.net_tx_bytes = Some(tx);
+                        }
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(id = %obj.id, error = %e, "sample failed");
+                    false
+                }
+            },
+        };
+        if !ok {
+            series.discard_last();
+        }
+    }
+}
+
+fn next_deadline(prev: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = prev + interval;
+    if next + interval < now {
+        now + interval
+    } else {
+        next
+    }
+}
+
+fn record(node: &Arc<str>, s: &crate::series::Series, sample: Sample) -> Record {
+    Record {
+        node: node.clone(),
+        seq: 0,
+        id: s.id.clone(),
+        name: s.name.clone(),
+        kind: s.kind,
+        sample,
+    }
+}
+
+/// Sends every sample taken since the report's last one.
+fn send_report(node: &Arc<str>, series: &SharedSeries, r: &mut Report) {
+    let s = lock(series);
+    let records: Vec<Record> = s
+        .since(r.last_seq)
+        .map(|x| record(node, &s, x.clone()))
+        .collect();
+    if let Some(last) = records.last() {
+        r.last_seq = last.sample.seq;
+        drop(s);
+        r.sink.try_send(records, None);
+    }
+}
+
+/// Maps host counters onto the common sample fields, and keeps the detail under `host`.
+fn fill_host(out: &mut Sample, h: &HostStats) {
+    let c = &h.cpu;
+    out.cpu_usage_ns = Some(c.user + c.nice + c.system + c.irq + c.softirq + c.steal);
+    out.memory_bytes = Some(h.memory_total_bytes.saturating_sub(h.memory_available_bytes));
+    out.memory_limit_bytes = Some(h.memory_total_bytes);
+    out.io_read_bytes = Some(h.disks.iter().map(|d| d.read_bytes).sum());
+    out.io_write_bytes = Some(h.disks.iter().map(|d| d.write_bytes).sum());
+    let nets = h.nets.iter().filter(|n| n.device != "lo");
+    out.net_rx_bytes = Some(nets.clone().map(|n| n.read_bytes).sum());
+    out.net_tx_bytes = Some(nets.map(|n| n.write_bytes).sum());
+    match &mut out.host {
+        Some(b) => b.clone_from(&Box::new(h.clone())),
+        None => out.host = Some(Box::new(h.clone())),
+    }
+}

@@ -1,0 +1,192 @@
+//! Prometheus text exposition (format 0.0.4) of every object's and the host's latest sample.
+//!
+//! Names follow the Prometheus conventions: base units (seconds, bytes), `_total` for counters,
+//! and labels `id`, `name`, `kind` on every object series.
+
+use crate::series::{lock, SeriesMap};
+use nodeagent_types::{Kind, Sample};
+use std::fmt::Write;
+
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    /// Value from a sample, already in base units.
+    get: fn(&Sample) -> Option<f64>,
+}
+
+const NS: f64 = 1e-9;
+
+const FAMILIES: &[Family] = &[
+    Family { name: "nodeagent_cpu_usage_seconds_total", kind: "counter", help: "CPU time used.", get: |s| s.cpu_usage_ns.map(|v| v as f64 * NS) },
+    Family { name: "nodeagent_cpu_throttled_seconds_total", kind: "counter", help: "Time the CFS quota held the object back.", get: |s| s.cpu_throttled_ns.map(|v| v as f64 * NS) },
+    Family { name: "nodeagent_memory_usage_bytes", kind: "gauge", help: "Memory in use.", get: |s| s.memory_bytes.map(|v| v as f64) },
+    Family { name: "nodeagent_memory_limit_bytes", kind: "gauge", help: "Memory limit (absent when unlimited).", get: |s| s.memory_limit_bytes.map(|v| v as f64) },
+    Family { name: "nodeagent_oom_kills_total", kind: "counter", help: "Processes killed by the OOM killer.", get: |s| s.oom_kills.map(|v| v as f64) },
+    Family { name: "nodeagent_pids", kind: "gauge", help: "Tasks in the object.", get: |s| s.pids.map(|v| v as f64) },
+    Family { name: "nodeagent_io_read_bytes_total", kind: "counter", help: "Bytes read from block devices.", get: |s| s.io_read_bytes.map(|v| v as f64) },
+    Family { name: "nodeagent_io_write_bytes_total", kind: "counter", help: "Bytes written to block devices.", get: |s| s.io_write_bytes.map(|v| v as f64) },
+    Family { name: "nodeagent_network_receive_bytes_total", kind: "counter", help: "Bytes received (own network namespace, or the host's non-loopback interfaces).", get: |s| s.net_rx_bytes.map(|v| v as f64) },
+    Family { name: "nodeagent_network_transmit_bytes_total", kind: "counter", help: "Bytes sent (own network namespace, or the host's non-loopback interfaces).", get: |s| s.net_tx_bytes.map(|v| v as f64) },
+    Family { name: "nodeagent_sample_timestamp_seconds", kind: "gauge", help: "When the latest sample was taken (Unix time).", get: |s| Some(s.ts.as_secs_f64()) },
+    Family { name: "nodeagent_sample_seq", kind: "gauge", help: "Sequence number of the latest sample.", get: |s| Some(s.seq as f64) },
+];
+
+/// Escapes a label value per the exposition format.
+fn escape(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn labels(out: &mut String, id: &str, name: &str, kind: Kind, extra: Option<(&str, &str)>) {
+    out.push_str("{id=\"");
+    escape(id, out);
+    out.push_str("\",name=\"");
+    escape(name, out);
+    out.push_str("\",kind=\"");
+    out.push_str(kind.as_str());
+    out.push('"');
+    if let Some((k, v)) = extra {
+        out.push(',');
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(v, out);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+fn value(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = writeln!(out, " {}", v as i64);
+    } else {
+        let _ = writeln!(out, " {v}");
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every series' latest sample.
+pub fn render(series: &SeriesMap) -> String {
+    // Snapshot first, so each series lock is taken once and briefly.
+    let mut latest: Vec<(String, String, Kind, Sample)> = Vec::new();
+    for s in series.all() {
+        let g = lock(&s);
+        if let Some(l) = g.latest() {
+            latest.push((g.id.clone(), g.name.clone(), g.kind, l.clone()));
+        }
+    }
+    let mut out = String::with_capacity(256 + latest.len() * 1200);
+    for f in FAMILIES {
+        let mut wrote_header = false;
+        for (id, name, kind, s) in &latest {
+            if let Some(v) = (f.get)(s) {
+                if !wrote_header {
+                    header(&mut out, f.name, f.kind, f.help);
+                    wrote_header = true;
+                }
+                out.push_str(f.name);
+                labels(&mut out, id, name, *kind, None);
+                value(&mut out, v);
+            }
+        }
+    }
+    if let Some((id, name, kind, s)) = latest.iter().find(|l| l.2 == Kind::Host) {
+        if let Some(h) = &s.host {
+            host_families(&mut out, id, name, *kind, h);
+        }
+    }
+    out
+}
+
+fn host_families(out: &mut String, id: &str, name: &str, kind: Kind, h: &nodeagent_types::HostStats) {
+    let c = &h.cpu;
+    let n = "nodeagent_host_cpu_seconds_total";
+    header(out, n, "counter", "Host CPU time by mode, summed over CPUs.");
+    for (mode, v) in [
+        ("user", c.user),
+        ("nice", c.nice),
+        ("system", c.system),
+        ("idle", c.idle),
+        ("iowait", c.iowait),
+        ("irq", c.irq),
+        ("softirq", c.softirq),
+        ("steal", c.steal),
+    ] {
+        out.push_str(n);
+        labels(out, id, name, kind, Some(("mode", mode)));
+        value(out, v as f64 * NS);
+    }
+    let gauges: [(&str, &str, f64); 9] = [
+        ("nodeagent_host_cpus", "Online CPUs.", h.cpus as f64),
+        ("nodeagent_host_load1", "1-minute load average.", h.load1),
+        ("nodeagent_host_load5", "5-minute load average.", h.load5),
+        ("nodeagent_host_load15", "15-minute load average.", h.load15),
+        ("nodeagent_host_memory_total_bytes", "Total memory.", h.memory_total_bytes as f64),
+        ("nodeagent_host_memory_available_bytes", "Memory available for new work.", h.memory_available_bytes as f64),
+        ("nodeagent_host_memory_free_bytes", "Free memory.", h.memory_free_bytes as f64),
+        ("nodeagent_host_swap_total_bytes", "Total swap.", h.swap_total_bytes as f64),
+        ("nodeagent_host_swap_free_bytes", "Free swap.", h.swap_free_bytes as f64),
+    ];
+    for (n, help, v) in gauges {
+        header(out, n, "gauge", help);
+        out.push_str(n);
+        labels(out, id, name, kind, None);
+        value(out, v);
+    }
+    let n = "nodeagent_host_uptime_seconds";
+    header(out, n, "gauge", "Seconds since boot.");
+    out.push_str(n);
+    labels(out, id, name, kind, None);
+    value(out, h.uptime_seconds);
+    for (n, help, devs, read) in [
+        ("nodeagent_host_disk_read_bytes_total", "Bytes read per block device.", &h.disks, true),
+        ("nodeagent_host_disk_written_bytes_total", "Bytes written per block device.", &h.disks, false),
+        ("nodeagent_host_network_receive_bytes_total", "Bytes received per interface.", &h.nets, true),
+        ("nodeagent_host_network_transmit_bytes_total", "Bytes sent per interface.", &h.nets, false),
+    ] {
+        if devs.is_empty() {
+            continue;
+        }
+        header(out, n, "counter", help);
+        for d in devs.iter() {
+            out.push_str(n);
+            labels(out, id, name, kind, Some(("device", &d.device)));
+            value(out, if read { d.read_bytes } else { d.write_bytes } as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::Series;
+
+    #[test]
+    fn renders_families_with_labels() {
+        let map = SeriesMap::default();
+        let s = map.insert(Series::new("abc".into(), "we\"b".into(), Kind::Process, 4));
+        {
+            let mut g = lock(&s);
+            let x = g.next_slot();
+            x.cpu_usage_ns = Some(1_500_000_000);
+            x.memory_bytes = Some(4096);
+        }
+        let text = render(&map);
+        assert!(text.contains("# TYPE nodeagent_cpu_usage_seconds_total counter"), "{text}");
+        assert!(text.contains("nodeagent_cpu_usage_seconds_total{id=\"abc\",name=\"we\\\"b\",kind=\"process\"} 1.5"), "{text}");
+        assert!(text.contains("nodeagent_memory_usage_bytes{id=\"abc\",name=\"we\\\"b\",kind=\"process\"} 4096"), "{text}");
+        assert!(!text.contains("nodeagent_pids{"), "absent counters are not exposed: {text}");
+        // Each family's HELP/TYPE appears once.
+        assert_eq!(text.matches("# TYPE nodeagent_memory_usage_bytes").count(), 1);
+    }
+}

@@ -1,0 +1,310 @@
+//! A deliberately small HTTP/1.1 client for the agent's API, over its unix socket or TCP.
+//!
+//! One connection per request: the CLI makes one or two requests per run, so pooling would add
+//! code and no speed. Errors from the server come back as [`ApiError`], which prints as
+//! `field: message (code)`.
+
+use crate::cli::GlobalOpts;
+use crate::config::{DEFAULT_STATE_DIR, SOCKET_FILE};
+use anyhow::{anyhow, bail, Context as _};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use nodeagent_types::{ApiError, ErrorCode};
+use serde_json::Value;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Long enough for `?wait=true` on a delete, which waits out the stop grace period (5 s by
+/// default) of a process that ignores SIGTERM; short enough that a wedged daemon does not hang
+/// a script forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Unix(PathBuf),
+    /// `host:port`.
+    Tcp(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Unix(p) => write!(f, "unix socket {}", p.display()),
+            Target::Tcp(a) => write!(f, "http://{a}"),
+        }
+    }
+}
+
+pub struct Client {
+    target: Target,
+    /// Sent as `Authorization: Bearer` when `<state-dir>/token` exists (DESIGN.md §4, access).
+    token: Option<String>,
+    /// Whether the user chose the state dir, to tailor the hint on a connection failure.
+    state_dir_given: bool,
+}
+
+impl Client {
+    pub fn new(global: &GlobalOpts) -> anyhow::Result<Client> {
+        let state_dir = global
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let target = match &global.addr {
+            Some(addr) => parse_addr(addr)?,
+            None => Target::Unix(
+                global
+                    .socket
+                    .clone()
+                    .unwrap_or_else(|| state_dir.join(SOCKET_FILE)),
+            ),
+        };
+        // The token file is unreadable to anyone but its owner; not being able to read it is
+        // the same as there being none, and the server will say 401 if one was needed.
+        let token = std::fs::read_to_string(state_dir.join("token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        Ok(Client {
+            target,
+            token,
+            state_dir_given: global.state_dir.is_some(),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Sends one request and returns the JSON body of a 2xx answer, or the server's error.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let req = self.request(method.clone(), path, body)?;
+        let exchange = async {
+            match &self.target {
+                Target::Unix(p) => {
+                    let s = connect(tokio::net::UnixStream::connect(p)).await;
+                    send(s.map_err(|e| self.unreachable(e))?, req).await
+                }
+                Target::Tcp(a) => {
+                    let s = connect(tokio::net::TcpStream::connect(a.as_str())).await;
+                    send(s.map_err(|e| self.unreachable(e))?, req).await
+                }
+            }
+        };
+        let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "{method} {path} to {}: no answer within {}s",
+                    self.target,
+                    REQUEST_TIMEOUT.as_secs()
+                )
+            })?
+            .with_context(|| format!("{method} {path} to {}", self.target))?;
+        if status.is_success() {
+            if bytes.is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{method} {path}: the answer is not JSON: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+        }
+        Err(server_error(status.as_u16(), &bytes).into())
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
+        let host = match &self.target {
+            Target::Unix(_) => "localhost",
+            Target::Tcp(a) => a.as_str(),
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, host)
+            .header(ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            let v = HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token file holds characters not allowed in a header")?;
+            req = req.header(AUTHORIZATION, v);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(serde_json::to_vec(v)?))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        Ok(req.body(body)?)
+    }
+
+    /// The message for a daemon that cannot be reached: which address, why, and what to do.
+    fn unreachable(&self, err: std::io::Error) -> anyhow::Error {
+        let hint = match &self.target {
+            Target::Unix(_) if self.state_dir_given => {
+                "is the daemon running? Start it with `nodeagent run` and the same --state-dir"
+            }
+            Target::Unix(_) => {
+                "is the daemon running? Start it with `nodeagent run`, or give --state-dir \
+                 (or --addr http://HOST:PORT for TCP)"
+            }
+            Target::Tcp(_) => "is the daemon running and listening there? Start it with `nodeagent run --listen ADDR`",
+        };
+        anyhow!("cannot reach nodeagent at {}: {err}; {hint}", self.target)
+    }
+}
+
+async fn connect<S>(
+    fut: impl std::future::Future<Output = std::io::Result<S>>,
+) -> std::io::Result<S> {
+    tokio::time::timeout(CONNECT_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection timed out",
+            ))
+        })
+}
+
+async fn send<S>(
+    stream: S,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<(hyper::StatusCode, Bytes)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // The connection future does the actual I/O; it ends when the response is read.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let res = sender.send_request(req).await?;
+    let status = res.status();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+/// Reads `{"error": {"code", "message", "field"}}`; anything else becomes an internal error
+/// quoting the status and body, so nothing the server said is lost.
+fn server_error(status: u16, body: &[u8]) -> ApiError {
+    #[derive(serde::Deserialize)]
+    struct Wrapper {
+        error: ApiError,
+    }
+    match serde_json::from_slice::<Wrapper>(body) {
+        Ok(w) => w.error,
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let code = match status {
+                400 => ErrorCode::InvalidArgument,
+                401 | 403 => ErrorCode::FailedPrecondition,
+                404 => ErrorCode::NotFound,
+                409 => ErrorCode::AlreadyExists,
+                413 => ErrorCode::PayloadTooLarge,
+                503 => ErrorCode::Unavailable,
+                _ => ErrorCode::Internal,
+            };
+            ApiError::new(code, format!("HTTP {status}: {}", text.trim()))
+        }
+    }
+}
+
+/// Accepts `http://HOST:PORT`, `HOST:PORT` and `unix:PATH`.
+fn parse_addr(addr: &str) -> anyhow::Result<Target> {
+    let a = addr.trim();
+    if let Some(path) = a.strip_prefix("unix://").or_else(|| a.strip_prefix("unix:")) {
+        return Ok(Target::Unix(PathBuf::from(path)));
+    }
+    if a.starts_with("https://") {
+        bail!("--addr {addr:?}: https is not supported; the agent serves plain HTTP");
+    }
+    let rest = a.strip_prefix("http://").unwrap_or(a);
+    let hostport = rest.trim_end_matches('/');
+    if hostport.is_empty() || hostport.contains('/') || !hostport.contains(':') {
+        bail!("--addr {addr:?}: expected http://HOST:PORT, e.g. http://127.0.0.1:7464");
+    }
+    Ok(Target::Tcp(hostport.to_string()))
+}
+
+/// Percent-encodes one path segment (an id or a name typed by the user).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_addr("http://127.0.0.1:7464").ok(),
+            Some(Target::Tcp("127.0.0.1:7464".into()))
+        );
+        assert_eq!(
+            parse_addr("127.0.0.1:1/").ok(),
+            Some(Target::Tcp("127.0.0.1:1".into()))
+        );
+        assert_eq!(
+            parse_addr("unix:/tmp/s.sock").ok(),
+            Some(Target::Unix("/tmp/s.sock".into()))
+        );
+        assert!(parse_addr("https://x:1").is_err());
+        assert!(parse_addr("http://x").is_err());
+    }
+
+    #[test]
+    fn errors_keep_the_field() {
+        let e = server_error(
+            400,
+            br#"{"error":{"code":"invalid_argument","message":"bad unit","field":"resources.memory"}}"#,
+        );
+        assert_eq!(e.to_string(), "resources.memory: bad unit (invalid_argument)");
+        let e = server_error(502, b"bad gateway");
+        assert_eq!(e.to_string(), "HTTP 502: bad gateway (internal)");
+    }
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(segment("web-1.a_b"), "web-1.a_b");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+}

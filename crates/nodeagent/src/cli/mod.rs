@@ -1,0 +1,123 @@
+//! The command line: the daemon (`run`) and the client commands that talk to it.
+//!
+//! Client commands reach the daemon over its unix socket by default (`<state-dir>/nodeagent.sock`,
+//! mode 0600, so only its owner can drive the agent), or over TCP with `--addr`.
+
+pub mod client;
+mod monitor;
+mod objects;
+pub mod output;
+
+use crate::config::{RunArgs, RUN_LONG_ABOUT};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use client::Client;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nodeagent",
+    version,
+    about = "nodeagent: create, control and monitor workloads on this node",
+    long_about = "nodeagent: a node agent that creates, updates and deletes workloads (processes \
+and cgroups), controls their CPU, memory and pids through cgroupfs in under a millisecond, samples \
+their metrics from cgroupfs and procfs at intervals down to 10 ms, and reports them to sinks.\n\n\
+`nodeagent run` starts the daemon; the other commands talk to a running daemon over its unix \
+socket (or over TCP with --addr)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes. `--state-dir` and `--socket` mean the same thing to the daemon
+/// (where to put them) and to the client (where to find them), so they are shared.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// Directory of the agent's data (reports.jsonl, process logs, the socket)
+    /// [default: ./nodeagent-data]
+    #[arg(long, global = true, env = "NODEAGENT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Unix socket of the API (mode 0600) [default: <state-dir>/nodeagent.sock]
+    #[arg(long, global = true, env = "NODEAGENT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Client commands: reach the daemon over TCP at this address (http://HOST:PORT) instead of
+    /// the unix socket
+    #[arg(
+        long,
+        global = true,
+        env = "NODEAGENT_ADDR",
+        value_name = "URL",
+        help_heading = "Client options"
+    )]
+    pub addr: Option<String>,
+
+    /// Client commands: output format
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        env = "NODEAGENT_OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        help_heading = "Client options"
+    )]
+    pub output: OutputFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Human-readable tables.
+    Table,
+    /// The server's JSON, pretty-printed.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent daemon
+    #[command(long_about = RUN_LONG_ABOUT)]
+    Run(Box<RunArgs>),
+    /// Create objects from a YAML or JSON spec (several YAML documents create several objects)
+    Create(objects::CreateArgs),
+    /// List objects, or show one (by id or name)
+    Get(objects::GetArgs),
+    /// Change an object's resources in place, or pause/resume it
+    Update(objects::UpdateArgs),
+    /// Delete an object: stop its workload and remove its cgroup
+    Delete(objects::DeleteArgs),
+    /// Start (on) or stop (off) reporting an object's samples to a sink, or send the latest once
+    Push(monitor::PushArgs),
+    /// Show an object's recent samples
+    Metrics(monitor::MetricsArgs),
+    /// Show the agent's event log
+    Events(monitor::EventsArgs),
+    /// Show the host: its facts and latest sample
+    Host,
+}
+
+/// Runs one client command on a small single-threaded runtime: the client makes a handful of
+/// requests and exits, so worker threads would only cost start-up time.
+pub fn main(global: &GlobalOpts, command: Command) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::new(global)?;
+    let out = global.output;
+    rt.block_on(async move {
+        match command {
+            Command::Run(_) => anyhow::bail!("`run` is not a client command"),
+            Command::Create(a) => objects::create(&client, out, a).await,
+            Command::Get(a) => objects::get(&client, out, a).await,
+            Command::Update(a) => objects::update(&client, out, a).await,
+            Command::Delete(a) => objects::delete(&client, out, a).await,
+            Command::Push(a) => monitor::push(&client, out, a).await,
+            Command::Metrics(a) => monitor::metrics(&client, out, a).await,
+            Command::Events(a) => monitor::events(&client, out, a).await,
+            Command::Host => monitor::host(&client, out).await,
+        }
+    })
+}

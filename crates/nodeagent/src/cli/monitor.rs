@@ -1,0 +1,261 @@
+//! `push`, `metrics`, `events`, `host`: the monitoring commands.
+
+use super::client::{segment, Client};
+use super::output::{self, Table};
+use super::OutputFormat;
+use serde_json::{json, Value};
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushAction {
+    /// Start a report task to the sink
+    On,
+    /// Stop it
+    Off,
+    /// Send the latest sample once
+    Once,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    pub action: PushAction,
+    /// Id or name of the object (`host` for the host)
+    pub id: String,
+    /// Sink name: stdout, file, or one named in the daemon's config file
+    #[arg(long, value_name = "NAME")]
+    pub sink: String,
+    /// Report interval for `on`, e.g. 1s or 100ms [default: the object's collect interval]
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MetricsArgs {
+    /// Id or name of the object (`host` for the host)
+    pub id: String,
+    /// Show only the newest N samples
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    /// Show only events after this sequence number
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+}
+
+pub async fn push(client: &Client, out: OutputFormat, args: PushArgs) -> anyhow::Result<()> {
+    let (route, mut body) = match args.action {
+        PushAction::On => ("push-on", json!({"sink": args.sink})),
+        PushAction::Off => ("push-off", json!({"sink": args.sink})),
+        PushAction::Once => ("push-once", json!({"sink": args.sink})),
+    };
+    if let Some(interval) = &args.interval {
+        if args.action != PushAction::On {
+            anyhow::bail!("--interval only applies to `push on`");
+        }
+        body["interval"] = json!(interval);
+    }
+    let path = format!("/v1/objects/{}/{route}", segment(&args.id));
+    let ack = client.post(&path, &body).await?;
+    match out {
+        OutputFormat::Json => print!("{}", output::json(&ack)),
+        OutputFormat::Table => println!("{}", push_summary(args.action, &args, &ack)),
+    }
+    Ok(())
+}
+
+fn push_summary(action: PushAction, args: &PushArgs, ack: &Value) -> String {
+    let id = ack.get("id").and_then(Value::as_str).unwrap_or(&args.id);
+    let sink = ack.get("sink").and_then(Value::as_str).unwrap_or(&args.sink);
+    match action {
+        PushAction::On => {
+            let every = ack
+                .get("interval")
+                .and_then(Value::as_str)
+                .map(|i| format!(" every {i}"))
+                .unwrap_or_default();
+            format!("push on: {id} -> sink {sink}{every}")
+        }
+        PushAction::Off => format!("push off: {id} -> sink {sink}"),
+        PushAction::Once => {
+            let seq = output::cell(ack.get("sample_seq"));
+            format!("sent sample seq={seq} of {id} to sink {sink}")
+        }
+    }
+}
+
+pub async fn metrics(client: &Client, out: OutputFormat, args: MetricsArgs) -> anyhow::Result<()> {
+    let mut path = format!("/v1/objects/{}/metrics", segment(&args.id));
+    // One sample more than shown, so that the first row shown has a CPU rate too.
+    if let Some(n) = args.limit {
+        path.push_str(&format!("?limit={}", n.saturating_add(1)));
+    }
+    let answer = client.get(&path).await?;
+    match out {
+        OutputFormat::Json => {
+            let mut answer = answer;
+            if let (Some(n), Some(samples)) = (
+                args.limit,
+                answer.get_mut("samples").and_then(Value::as_array_mut),
+            ) {
+                let skip = samples.len().saturating_sub(n);
+                samples.drain(..skip);
+            }
+            print!("{}", output::json(&answer));
+        }
+        OutputFormat::Table => print!("{}", samples_table(&answer, args.limit)),
+    }
+    Ok(())
+}
+
+/// SEQ TIME CPU MEMORY PIDS IO NET. CPU is in cores: the growth of `cpu_usage_ns` over the
+/// time between two consecutive samples, so the first sample has none.
+fn samples_table(answer: &Value, limit: Option<usize>) -> String {
+    let empty = Vec::new();
+    let samples = answer
+        .get("samples")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let mut t = Table::new(&["SEQ", "TIME", "CPU", "MEMORY", "PIDS", "IO", "NET"]);
+    let skip = limit.map_or(0, |n| samples.len().saturating_sub(n));
+    let mut prev: Option<&Value> = None;
+    for (i, s) in samples.iter().enumerate() {
+        if i >= skip {
+            t.row(vec![
+                output::cell(s.get("seq")),
+                output::time_of_day(s.get("ts").unwrap_or(&Value::Null)),
+                prev.and_then(|p| cpu_cores(p, s))
+                    .map(|c| format!("{c:.3}"))
+                    .unwrap_or_else(|| "-".to_string()),
+                bytes_cell(s, "memory_bytes"),
+                output::cell(s.get("pids")),
+                pair(s, "io_read_bytes", "io_write_bytes"),
+                pair(s, "net_rx_bytes", "net_tx_bytes"),
+            ]);
+        }
+        prev = Some(s);
+    }
+    t.render()
+}
+
+fn cpu_cores(prev: &Value, cur: &Value) -> Option<f64> {
+    let u0 = prev.get("cpu_usage_ns")?.as_u64()?;
+    let u1 = cur.get("cpu_usage_ns")?.as_u64()?;
+    let t0 = output::timestamp(prev.get("ts")?)?.as_nanos();
+    let t1 = output::timestamp(cur.get("ts")?)?.as_nanos();
+    if t1 <= t0 || u1 < u0 {
+        return None;
+    }
+    Some((u1 - u0) as f64 / (t1 - t0) as f64)
+}
+
+fn bytes_cell(s: &Value, key: &str) -> String {
+    s.get(key)
+        .and_then(Value::as_u64)
+        .map(output::bytes)
+        .unwrap_or_else(|| "-".to_string())
+}
+
+/// `read/write` (or `rx/tx`) cumulative bytes, or `-` where the kind has neither.
+fn pair(s: &Value, a: &str, b: &str) -> String {
+    if s.get(a).is_none() && s.get(b).is_none() {
+        return "-".to_string();
+    }
+    format!("{}/{}", bytes_cell(s, a), bytes_cell(s, b))
+}
+
+pub async fn events(client: &Client, out: OutputFormat, args: EventsArgs) -> anyhow::Result<()> {
+    let path = match args.since {
+        Some(n) => format!("/v1/events?since={n}"),
+        None => "/v1/events".to_string(),
+    };
+    let answer = client.get(&path).await?;
+    match out {
+        OutputFormat::Json => print!("{}", output::json(&answer)),
+        OutputFormat::Table => print!("{}", events_table(&answer)),
+    }
+    Ok(())
+}
+
+fn events_table(answer: &Value) -> String {
+    let empty = Vec::new();
+    let events = answer
+        .get("events")
+        .and_then(Value::as_array)
+        .or_else(|| answer.as_array())
+        .unwrap_or(&empty);
+    let mut t = Table::new(&["SEQ", "TIME", "KIND", "OBJECT", "MESSAGE"]);
+    for e in events {
+        let object = e.get("name").or_else(|| e.get("object_id"));
+        t.row(vec![
+            output::cell(e.get("seq")),
+            output::time_of_day(e.get("ts").unwrap_or(&Value::Null)),
+            output::cell(e.get("kind")),
+            output::cell(object),
+            output::cell(e.get("message")),
+        ]);
+    }
+    t.render()
+}
+
+pub async fn host(client: &Client, out: OutputFormat) -> anyhow::Result<()> {
+    let answer = client.get("/v1/host").await?;
+    match out {
+        OutputFormat::Json => print!("{}", output::json(&answer)),
+        OutputFormat::Table => print!("{}", host_table(&answer)),
+    }
+    Ok(())
+}
+
+/// The host's facts, then its latest sample; the host object itself is left out (its spec says
+/// nothing `nodeagent get host` would not).
+fn host_table(answer: &Value) -> String {
+    let mut pairs = Vec::new();
+    if let Value::Object(m) = answer {
+        for (k, v) in m {
+            if k == "object" {
+                continue;
+            }
+            let pretty = match (k.as_str(), v.as_u64()) {
+                ("memory_total_bytes", Some(n)) => Value::String(output::bytes(n)),
+                _ => v.clone(),
+            };
+            output::flatten(&pretty, k, &mut pairs);
+        }
+    }
+    output::key_values(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_from_deltas() {
+        let answer = json!({"samples": [
+            {"id": "a", "seq": 1, "ts": "2024-05-01T00:00:00Z", "cpu_usage_ns": 0, "memory_bytes": 1048576},
+            {"id": "a", "seq": 2, "ts": "2024-05-01T00:00:01Z", "cpu_usage_ns": 500000000, "pids": 1,
+             "io_read_bytes": 2048, "io_write_bytes": 0},
+        ]});
+        let t = samples_table(&answer, None);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].starts_with("SEQ"), "{t}");
+        assert!(lines[1].contains("1Mi") && lines[1].contains(" - "), "{t}");
+        assert!(lines[2].contains("0.500") && lines[2].contains("2Ki/0B"), "{t}");
+        let t = samples_table(&answer, Some(1));
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(t.contains("0.500"), "{t}");
+    }
+
+    #[test]
+    fn events_list() {
+        let answer = json!({"events": [
+            {"seq": 4, "ts": "2024-05-01T00:00:00.5Z", "kind": "created", "object_id": "ab",
+             "name": "web", "message": "created process"},
+        ]});
+        let t = events_table(&answer);
+        assert!(t.contains("00:00:00.500   created   web"), "{t}");
+    }
+}

@@ -1,0 +1,327 @@
+//! `create`, `get`, `update`, `delete`: the object commands.
+//!
+//! The client does not validate specs: it converts YAML to JSON and sends it as it is, so the
+//! server (the one place that knows the rules) checks it and names the field at fault.
+
+use super::client::{segment, Client};
+use super::output::{self, Table};
+use super::OutputFormat;
+use anyhow::Context as _;
+use serde::Deserialize as _;
+use serde_json::{json, Map, Value};
+use std::io::Read as _;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// Spec file (YAML or JSON; `-` reads standard input)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Answer once the object is running (or has failed), not when it is accepted
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// Id or name of one object; without it, list all. In the list, CPU and MEMORY are the
+    /// object's limits
+    pub id: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// Id or name of the object
+    pub id: String,
+    /// CPU limit in cores (0.5 = 50 ms per 100 ms period)
+    #[arg(long, value_name = "CORES")]
+    pub cpu: Option<f64>,
+    /// Relative CPU weight, 1..=10000 (default of a new cgroup: 100)
+    #[arg(long, value_name = "N")]
+    pub cpu_weight: Option<u64>,
+    /// CPUs the object may run on, e.g. 0-1 or 0,2
+    #[arg(long, value_name = "LIST")]
+    pub cpuset: Option<String>,
+    /// Memory limit: bytes or a quantity such as 256Mi or 1G
+    #[arg(long, value_name = "QUANTITY")]
+    pub memory: Option<String>,
+    /// Most processes/threads the object may have
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Freeze every process of the object
+    #[arg(long, conflicts_with = "resume")]
+    pub pause: bool,
+    /// Thaw a paused object
+    #[arg(long)]
+    pub resume: bool,
+    /// Answer once the change is in the cgroup files
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    /// Id or name of the object
+    pub id: String,
+    /// Answer once the workload and its cgroup are gone
+    #[arg(long)]
+    pub wait: bool,
+}
+
+pub async fn create(client: &Client, out: OutputFormat, args: CreateArgs) -> anyhow::Result<()> {
+    let specs = read_specs(&args.file)?;
+    let path = if args.wait {
+        "/v1/objects?wait=true"
+    } else {
+        "/v1/objects"
+    };
+    for spec in specs {
+        let answer = client.post(path, &spec).await?;
+        match out {
+            OutputFormat::Json => print!("{}", output::json(&answer)),
+            OutputFormat::Table => println!("{}", summary("created", &answer)),
+        }
+    }
+    Ok(())
+}
+
+pub async fn get(client: &Client, out: OutputFormat, args: GetArgs) -> anyhow::Result<()> {
+    match args.id {
+        Some(id) => {
+            let obj = client
+                .get(&format!("/v1/objects/{}", segment(&id)))
+                .await?;
+            match out {
+                OutputFormat::Json => print!("{}", output::json(&obj)),
+                OutputFormat::Table => print!("{}", describe(&obj)),
+            }
+        }
+        None => {
+            let list = client.get("/v1/objects").await?;
+            match out {
+                OutputFormat::Json => print!("{}", output::json(&list)),
+                OutputFormat::Table => print!("{}", list_table(&list)),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn update(client: &Client, out: OutputFormat, args: UpdateArgs) -> anyhow::Result<()> {
+    let body = patch_body(&args);
+    let mut path = format!("/v1/objects/{}", segment(&args.id));
+    if args.wait {
+        path.push_str("?wait=true");
+    }
+    let answer = client.patch(&path, &body).await?;
+    match out {
+        OutputFormat::Json => print!("{}", output::json(&answer)),
+        OutputFormat::Table => println!("{}", summary("updated", &answer)),
+    }
+    Ok(())
+}
+
+pub async fn delete(client: &Client, out: OutputFormat, args: DeleteArgs) -> anyhow::Result<()> {
+    let mut path = format!("/v1/objects/{}", segment(&args.id));
+    if args.wait {
+        path.push_str("?wait=true");
+    }
+    let answer = client.delete(&path).await?;
+    match out {
+        OutputFormat::Json => print!("{}", output::json(&answer)),
+        OutputFormat::Table => println!("{}", summary("deleted", &answer)),
+    }
+    Ok(())
+}
+
+/// The PATCH body: only the fields given, so the rest stay as they are. `--memory` goes as
+/// text, letting the server parse the quantity and name the field if it is wrong.
+fn patch_body(args: &UpdateArgs) -> Value {
+    let mut resources = Map::new();
+    if let Some(v) = args.cpu {
+        resources.insert("cpu".into(), json!(v));
+    }
+    if let Some(v) = args.cpu_weight {
+        resources.insert("cpu_weight".into(), json!(v));
+    }
+    if let Some(v) = &args.cpuset {
+        resources.insert("cpuset".into(), json!(v));
+    }
+    if let Some(v) = &args.memory {
+        resources.insert("memory".into(), json!(v));
+    }
+    if let Some(v) = args.pids {
+        resources.insert("pids".into(), json!(v));
+    }
+    let mut body = Map::new();
+    if !resources.is_empty() {
+        body.insert("resources".into(), Value::Object(resources));
+    }
+    if args.pause {
+        body.insert("paused".into(), json!(true));
+    } else if args.resume {
+        body.insert("paused".into(), json!(false));
+    }
+    Value::Object(body)
+}
+
+/// Reads one spec (JSON) or one or more (YAML documents separated by `---`).
+fn read_specs(file: &PathBuf) -> anyhow::Result<Vec<Value>> {
+    let (text, name) = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the spec from standard input")?;
+        (s, "standard input".to_string())
+    } else {
+        let s = std::fs::read_to_string(file)
+            .with_context(|| format!("reading spec file {}", file.display()))?;
+        (s, file.display().to_string())
+    };
+    let is_json = file.extension().is_some_and(|e| e == "json")
+        || text.trim_start().starts_with(['{', '[']);
+    let specs = parse_specs(&text, is_json).with_context(|| format!("parsing {name}"))?;
+    if specs.is_empty() {
+        anyhow::bail!("{name} holds no spec");
+    }
+    Ok(specs)
+}
+
+fn parse_specs(text: &str, is_json: bool) -> anyhow::Result<Vec<Value>> {
+    if is_json {
+        return Ok(match serde_json::from_str::<Value>(text)? {
+            Value::Array(items) => items,
+            one => vec![one],
+        });
+    }
+    let mut specs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc)?;
+        // An empty document (a trailing `---`) is not a spec.
+        if !v.is_null() {
+            specs.push(v);
+        }
+    }
+    Ok(specs)
+}
+
+/// One line for the answer of a mutation: `created process web-1 id=... status=running pid=7`,
+/// or `accepted ... event=12` for an answer that does not wait.
+fn summary(verb: &str, answer: &Value) -> String {
+    let status = answer.get("status").and_then(Value::as_str).unwrap_or("");
+    let verb = if status == "accepted" { "accepted" } else { verb };
+    let obj = answer.get("object").unwrap_or(answer);
+    let mut line = verb.to_string();
+    for key in ["kind", "name"] {
+        if let Some(v) = obj.get(key).and_then(Value::as_str) {
+            line.push(' ');
+            line.push_str(v);
+        }
+    }
+    let id = answer.get("id").or_else(|| obj.get("id"));
+    if let Some(id) = id.and_then(Value::as_str) {
+        line.push_str(&format!(" id={id}"));
+    }
+    for key in ["status", "pid", "event_id"] {
+        if key == "status" && verb == "accepted" {
+            continue;
+        }
+        if let Some(v) = obj.get(key).or_else(|| answer.get(key)) {
+            if !v.is_null() {
+                line.push_str(&format!(" {}={}", key.trim_end_matches("_id"), output::cell(Some(v))));
+            }
+        }
+    }
+    line
+}
+
+fn list_table(list: &Value) -> String {
+    let empty = Vec::new();
+    let objects = list
+        .get("objects")
+        .and_then(Value::as_array)
+        .or_else(|| list.as_array())
+        .unwrap_or(&empty);
+    let mut t = Table::new(&["ID", "NAME", "KIND", "STATUS", "PID", "CPU", "MEMORY", "AGE"]);
+    for o in objects {
+        let res = o.pointer("/spec/resources");
+        let cpu = res.and_then(|r| r.get("cpu"));
+        let memory = res
+            .and_then(|r| r.get("memory"))
+            .and_then(Value::as_u64)
+            .map(output::bytes)
+            .unwrap_or_else(|| "-".to_string());
+        t.row(vec![
+            output::cell(o.get("id")),
+            output::cell(o.get("name")),
+            output::cell(o.get("kind")),
+            output::cell(o.get("status")),
+            output::cell(o.get("pid")),
+            output::cell(cpu),
+            memory,
+            output::age_of(o.get("created_at").unwrap_or(&Value::Null)),
+        ]);
+    }
+    t.render()
+}
+
+/// One object as key/value lines: the usual fields first, then everything else it has.
+fn describe(obj: &Value) -> String {
+    let mut pairs = Vec::new();
+    if let Some(created) = obj.get("created_at") {
+        pairs.push(("age".to_string(), output::age_of(created)));
+    }
+    output::flatten(obj, "", &mut pairs);
+    output::key_values(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_documents_become_json() {
+        let specs = parse_specs(
+            "name: a\nkind: process\nprocess:\n  command: [/bin/sleep, \"300\"]\nresources:\n  cpu: 0.5\n  memory: 64Mi\n---\nname: b\n---\n",
+            false,
+        )
+        .expect("yaml");
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0]["process"]["command"], json!(["/bin/sleep", "300"]));
+        assert_eq!(specs[0]["resources"]["cpu"], json!(0.5));
+        assert_eq!(specs[0]["resources"]["memory"], json!("64Mi"));
+        assert_eq!(specs[1]["name"], json!("b"));
+        let specs = parse_specs(r#"{"name":"a"}"#, true).expect("json");
+        assert_eq!(specs, vec![json!({"name": "a"})]);
+    }
+
+    #[test]
+    fn patch_has_only_what_was_given() {
+        let args = UpdateArgs {
+            id: "x".into(),
+            cpu: Some(0.25),
+            cpu_weight: None,
+            cpuset: None,
+            memory: Some("256Mi".into()),
+            pids: None,
+            pause: true,
+            resume: false,
+            wait: true,
+        };
+        assert_eq!(
+            patch_body(&args),
+            json!({"resources": {"cpu": 0.25, "memory": "256Mi"}, "paused": true})
+        );
+    }
+
+    #[test]
+    fn summaries() {
+        let obj = json!({"id": "ab", "name": "web", "kind": "process", "status": "running", "pid": 7});
+        assert_eq!(
+            summary("created", &obj),
+            "created process web id=ab status=running pid=7"
+        );
+        let acc = json!({"id": "ab", "event_id": 3, "status": "accepted"});
+        assert_eq!(summary("created", &acc), "accepted id=ab event=3");
+    }
+}

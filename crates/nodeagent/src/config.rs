@@ -1,0 +1,520 @@
+//! The daemon's configuration: built-in defaults < TOML file < environment < flags.
+//!
+//! Clap already resolves "flag over environment" for each option (every option is an `Option`
+//! with `env = ...`, so "not given" stays distinguishable from "given the default"). This module
+//! reads the file, overlays whatever clap found on top of it, fills the rest from the defaults,
+//! and checks the result once, so the start-up sequence only ever sees a complete, valid
+//! [`Config`].
+
+use anyhow::{bail, Context as _};
+use nodeagent_core::{CoreConfig, SinkConfig, SinkType};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7464";
+pub const DEFAULT_STATE_DIR: &str = "./nodeagent-data";
+pub const SOCKET_FILE: &str = "nodeagent.sock";
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub const DEFAULT_PROC_ROOT: &str = "/proc";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_RING_SIZE: usize = 300;
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEARTBEAT_SINKS: &[&str] = &["file"];
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+/// The sinks every agent has without configuration (DESIGN.md §4).
+pub const BUILTIN_SINKS: &[&str] = &["stdout", "file", "prometheus"];
+/// Sampling faster than the scheduler's design point would only burn CPU.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+
+/// The long help of `nodeagent run`: what it does and how the configuration layers combine.
+pub const RUN_LONG_ABOUT: &str = "\
+Run the nodeagent daemon.
+
+It serves the HTTP/JSON API and gRPC on --listen (one port for both) and on the unix socket
+--socket, creates, updates and deletes workloads (processes and cgroups), samples their metrics
+from cgroupfs and procfs, and reports them to sinks. SIGTERM or SIGINT stops it gracefully; a
+second signal stops it at once.
+
+Configuration is layered; each layer overrides the one before it:
+  1. built-in defaults                  (shown as [default: ...] below)
+  2. the TOML file given by --config     (or NODEAGENT_CONFIG)
+  3. environment variables              (shown as [env: ...] below; RUST_LOG also sets the
+                                         log level, below NODEAGENT_LOG_LEVEL)
+  4. command-line flags
+
+Keys of the TOML file are the long flag names in snake_case. An unknown key is an error.
+Example:
+
+  listen = \"127.0.0.1:7464\"
+  state_dir = \"/var/lib/nodeagent\"
+  cgroup_parent = \"/nodeagent\"
+  log_level = \"info\"
+
+  [heartbeat]                  # the host's always-on report task
+  interval = \"10s\"             # same as heartbeat_interval
+  sinks = [\"file\"]
+
+  [[sink]]                     # a named sink besides the built-in stdout, file and prometheus
+  name = \"upstream\"
+  type = \"grpc\"                # stdout | file | grpc | nats
+  address = \"http://127.0.0.1:7465\"
+  # nats:  url = \"nats://127.0.0.1:4222\"      file:  path = \"/var/log/nodeagent.jsonl\"";
+
+/// Options of `nodeagent run`. `--state-dir` and `--socket` are global options (the client
+/// commands use them to find the socket) and live in [`crate::cli::GlobalOpts`].
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// TOML config file (see above for its keys) [default: none]
+    #[arg(long, env = "NODEAGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the HTTP/JSON and gRPC listener [default: 127.0.0.1:7464]
+    #[arg(long, env = "NODEAGENT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Root of the cgroup filesystem [default: /sys/fs/cgroup]
+    #[arg(long, env = "NODEAGENT_CGROUP_ROOT", value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+
+    /// Root of procfs [default: /proc]
+    #[arg(long, env = "NODEAGENT_PROC_ROOT", value_name = "DIR")]
+    pub proc_root: Option<PathBuf>,
+
+    /// Absolute cgroup path under which the agent creates its workloads' cgroups, e.g.
+    /// /nodeagent [default: a `nodeagent` subtree beneath the agent's own cgroup]
+    #[arg(long, env = "NODEAGENT_CGROUP_PARENT", value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
+
+    /// This node's name in reports [default: the hostname]
+    #[arg(long, env = "NODEAGENT_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG-style directives such
+    /// as `info,nodeagent_core=debug`; logs go to stderr [default: info, or RUST_LOG if set]
+    #[arg(long, env = "NODEAGENT_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Samples kept in memory per object for `GET /v1/objects/{id}/metrics` [default: 300]
+    #[arg(long, env = "NODEAGENT_RING_SIZE", value_name = "N")]
+    pub ring_size: Option<usize>,
+
+    /// Interval of the host's heartbeat report, e.g. 10s or 500ms [default: 10s]
+    #[arg(long, env = "NODEAGENT_HEARTBEAT_INTERVAL", value_name = "DURATION",
+          value_parser = parse_duration_arg)]
+    pub heartbeat_interval: Option<Duration>,
+
+    /// Time a process gets between SIGTERM and SIGKILL when it is deleted [default: 5s]
+    #[arg(long, env = "NODEAGENT_STOP_GRACE", value_name = "DURATION",
+          value_parser = parse_duration_arg)]
+    pub stop_grace: Option<Duration>,
+
+    /// Print the resolved configuration as TOML and exit without starting (for checking what
+    /// the file, the environment and the flags add up to)
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    nodeagent_types::parse_duration(s)
+}
+
+/// The TOML file, exactly as written. Every key is optional; unknown keys are rejected so a
+/// typo (`listne = ...`) fails loudly instead of silently using a default. It is also what
+/// `--print-config` writes, so the printout is a valid config file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_root: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proc_root: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_parent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ring_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_interval: Option<nodeagent_types::Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_grace: Option<nodeagent_types::Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat: Option<HeartbeatFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sink: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<nodeagent_types::Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sinks: Option<Vec<String>>,
+}
+
+/// The complete, checked configuration of one daemon run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: String,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub proc_root: PathBuf,
+    pub cgroup_parent: Option<String>,
+    pub node_name: String,
+    pub log_level: String,
+    pub ring_size: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_sinks: Vec<String>,
+    pub stop_grace: Duration,
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// What the environment contributes besides clap's `env` options: `RUST_LOG`, which ranks
+/// below `NODEAGENT_LOG_LEVEL` because the latter is this program's own name for the setting.
+#[derive(Debug, Default, Clone)]
+pub struct Env {
+    pub rust_log: Option<String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env {
+            rust_log: std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty()),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from the file named by `args.config` (if any), clap's
+    /// flag-or-environment values, and the defaults.
+    pub fn load(
+        args: &RunArgs,
+        state_dir: Option<PathBuf>,
+        socket: Option<PathBuf>,
+        env: &Env,
+    ) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::layer(file, args, state_dir, socket, env)
+    }
+
+    fn layer(
+        file: FileConfig,
+        args: &RunArgs,
+        state_dir: Option<PathBuf>,
+        socket: Option<PathBuf>,
+        env: &Env,
+    ) -> anyhow::Result<Config> {
+        let state_dir = state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let socket = socket
+            .or(file.socket)
+            .unwrap_or_else(|| state_dir.join(SOCKET_FILE));
+        let (hb_interval, hb_sinks) = match file.heartbeat {
+            Some(hb) => {
+                if hb.interval.is_some() && file.heartbeat_interval.is_some() {
+                    bail!("config file sets both `heartbeat_interval` and `[heartbeat] interval`; keep one");
+                }
+                (hb.interval, hb.sinks)
+            }
+            None => (None, None),
+        };
+        let cfg = Config {
+            listen: args
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            socket,
+            cgroup_root: args
+                .cgroup_root
+                .clone()
+                .or(file.cgroup_root)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
+            proc_root: args
+                .proc_root
+                .clone()
+                .or(file.proc_root)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PROC_ROOT)),
+            cgroup_parent: args.cgroup_parent.clone().or(file.cgroup_parent),
+            node_name: match args.node_name.clone().or(file.node_name) {
+                Some(n) => n,
+                None => hostname(),
+            },
+            log_level: args
+                .log_level
+                .clone()
+                .or_else(|| env.rust_log.clone())
+                .or(file.log_level)
+                .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
+            ring_size: args
+                .ring_size
+                .or(file.ring_size)
+                .unwrap_or(DEFAULT_RING_SIZE),
+            heartbeat_interval: args
+                .heartbeat_interval
+                .or(file.heartbeat_interval.map(|d| d.0))
+                .or(hb_interval.map(|d| d.0))
+                .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL),
+            heartbeat_sinks: hb_sinks.unwrap_or_else(|| {
+                DEFAULT_HEARTBEAT_SINKS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+            stop_grace: args
+                .stop_grace
+                .or(file.stop_grace.map(|d| d.0))
+                .unwrap_or(DEFAULT_STOP_GRACE),
+            sinks: file.sink,
+            state_dir,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Rejects values that would only fail later, deep in start-up, with a worse message.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.listen.trim().is_empty() {
+            bail!("listen: empty address; give HOST:PORT such as {DEFAULT_LISTEN}");
+        }
+        if let Some(parent) = &self.cgroup_parent {
+            if !parent.starts_with('/') || parent.split('/').any(|c| c == ".." || c == ".") {
+                bail!("cgroup_parent {parent:?}: give an absolute cgroup path such as /nodeagent, without '.' or '..'");
+            }
+        }
+        if self.node_name.trim().is_empty() {
+            bail!("node_name: empty; give a name or leave it unset to use the hostname");
+        }
+        if self.ring_size == 0 {
+            bail!("ring_size: must be at least 1");
+        }
+        if self.heartbeat_interval < MIN_HEARTBEAT {
+            bail!("heartbeat_interval: must be at least 10ms");
+        }
+        let mut names: BTreeSet<&str> = BUILTIN_SINKS.iter().copied().collect();
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let at = format!("sink[{i}] ({:?})", sink.name);
+            if sink.name.is_empty() {
+                bail!("sink[{i}]: `name` is empty");
+            }
+            if !names.insert(sink.name.as_str()) {
+                bail!("{at}: the name is already taken (built-in sinks: stdout, file, prometheus)");
+            }
+            match sink.kind {
+                SinkType::Grpc if sink.address.is_none() => {
+                    bail!("{at}: type grpc needs `address`, e.g. \"http://127.0.0.1:7465\"")
+                }
+                SinkType::Nats if sink.url.is_none() => {
+                    bail!("{at}: type nats needs `url`, e.g. \"nats://127.0.0.1:4222\"")
+                }
+                _ => {}
+            }
+        }
+        for name in &self.heartbeat_sinks {
+            if !names.contains(name.as_str()) {
+                bail!("heartbeat.sinks: unknown sink {name:?}; known: {names:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The core's view of this configuration.
+    pub fn core_config(&self) -> CoreConfig {
+        let mut core = CoreConfig::new(self.state_dir.clone());
+        core.cgroup_root = self.cgroup_root.clone();
+        core.proc_root = self.proc_root.clone();
+        core.cgroup_parent = self.cgroup_parent.clone();
+        core.node_name = self.node_name.clone();
+        core.ring_size = self.ring_size;
+        core.heartbeat_interval = self.heartbeat_interval;
+        core.heartbeat_sinks = self.heartbeat_sinks.clone();
+        core.sinks = self.sinks.clone();
+        core.stop_grace = self.stop_grace;
+        core
+    }
+
+    /// The configuration as a complete TOML config file.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        let file = FileConfig {
+            listen: Some(self.listen.clone()),
+            state_dir: Some(self.state_dir.clone()),
+            socket: Some(self.socket.clone()),
+            cgroup_root: Some(self.cgroup_root.clone()),
+            proc_root: Some(self.proc_root.clone()),
+            cgroup_parent: self.cgroup_parent.clone(),
+            node_name: Some(self.node_name.clone()),
+            log_level: Some(self.log_level.clone()),
+            ring_size: Some(self.ring_size),
+            heartbeat_interval: None,
+            stop_grace: Some(nodeagent_types::Duration(self.stop_grace)),
+            heartbeat: Some(HeartbeatFile {
+                interval: Some(nodeagent_types::Duration(self.heartbeat_interval)),
+                sinks: Some(self.heartbeat_sinks.clone()),
+            }),
+            sink: self.sinks.clone(),
+        };
+        toml::to_string(&file).context("printing the configuration")
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    parse_file(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    // toml's message already names an unknown key and its line ("unknown field `listne`").
+    Ok(toml::from_str(text)?)
+}
+
+/// The kernel's host name; "localhost" if even that cannot be read, so that a misconfigured
+/// host still starts and says who it is in some way.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call; gethostname
+    // writes at most `len` bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(s) if !s.is_empty() => s.to_string(),
+        _ => "localhost".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(file: &str, args: RunArgs) -> anyhow::Result<Config> {
+        Config::layer(parse_file(file)?, &args, None, None, &Env::default())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = layer("", RunArgs::default()).expect("defaults");
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.socket, PathBuf::from("./nodeagent-data/nodeagent.sock"));
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.ring_size, 300);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.heartbeat_sinks, vec!["file".to_string()]);
+        assert_eq!(c.stop_grace, Duration::from_secs(5));
+        assert!(c.cgroup_parent.is_none());
+        assert!(!c.node_name.is_empty());
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = r#"
+            listen = "127.0.0.1:1"
+            state_dir = "/tmp/x"
+            ring_size = 5
+            stop_grace = "1s"
+            log_level = "debug"
+        "#;
+        let args = RunArgs {
+            listen: Some("127.0.0.1:2".into()),
+            ring_size: Some(7),
+            ..RunArgs::default()
+        };
+        let c = layer(file, args).expect("valid");
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.ring_size, 7);
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.socket, PathBuf::from("/tmp/x/nodeagent.sock"));
+        assert_eq!(c.stop_grace, Duration::from_secs(1));
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn rust_log_ranks_between_file_and_own_env() {
+        let env = Env {
+            rust_log: Some("warn".into()),
+        };
+        let f = || parse_file(r#"log_level = "debug""#).expect("valid");
+        let c = Config::layer(f(), &RunArgs::default(), None, None, &env).expect("valid");
+        assert_eq!(c.log_level, "warn");
+        let args = RunArgs {
+            log_level: Some("trace".into()),
+            ..RunArgs::default()
+        };
+        let c = Config::layer(f(), &args, None, None, &env).expect("valid");
+        assert_eq!(c.log_level, "trace");
+    }
+
+    #[test]
+    fn sinks_and_heartbeat() {
+        let file = r#"
+            [heartbeat]
+            interval = "2s"
+            sinks = ["up", "stdout"]
+
+            [[sink]]
+            name = "up"
+            type = "grpc"
+            address = "http://127.0.0.1:7465"
+        "#;
+        let c = layer(file, RunArgs::default()).expect("valid");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.heartbeat_sinks, vec!["up".to_string(), "stdout".to_string()]);
+        assert_eq!(c.sinks.len(), 1);
+        assert_eq!(c.sinks[0].kind, SinkType::Grpc);
+        let core = c.core_config();
+        assert_eq!(core.sinks, c.sinks);
+        assert_eq!(core.heartbeat_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        let cases = [
+            ("listne = \"x\"", "listne"),
+            ("[heartbeat]\nintervl = \"1s\"", "intervl"),
+            ("[[sink]]\nname = \"a\"\ntype = \"file\"\nbogus = 1", "bogus"),
+            ("[[sink]]\nname = \"a\"\ntype = \"kafka\"", "kafka"),
+            ("stop_grace = \"5 parsecs\"", "stop_grace"),
+            ("[[sink]]\nname = \"a\"\ntype = \"grpc\"", "address"),
+            ("[[sink]]\nname = \"file\"\ntype = \"file\"", "already taken"),
+            ("[heartbeat]\nsinks = [\"nope\"]", "nope"),
+            ("cgroup_parent = \"relative\"", "cgroup_parent"),
+            ("ring_size = 0", "ring_size"),
+            ("heartbeat_interval = \"1s\"\n[heartbeat]\ninterval = \"2s\"", "both"),
+        ];
+        for (file, needle) in cases {
+            let err = match layer(file, RunArgs::default()) {
+                Ok(c) => panic!("{file:?} was accepted: {c:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.contains(needle), "{file:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn prints_as_toml_that_reads_back() {
+        let c = layer("[[sink]]\nname = \"n\"\ntype = \"nats\"\nurl = \"nats://x\"", RunArgs::default())
+            .expect("valid");
+        let text = c.to_toml().expect("toml");
+        let back = layer(&text, RunArgs::default()).expect("reads back");
+        assert_eq!(back, c);
+    }
+}
