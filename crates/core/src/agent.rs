@@ -169,7 +169,13 @@ impl Agent {
                 )));
             }
             let sink = sinks::build(sc, sd, cfg.file_sink_max_bytes)?;
-            let h = sinks::spawn(&sc.name, sc.kind, sink, sc.queue.unwrap_or(1024), events.clone());
+            let h = sinks::spawn(
+                &sc.name,
+                sc.kind,
+                sink,
+                sc.queue.unwrap_or(1024),
+                events.clone(),
+            );
             sink_map.insert(sc.name.clone(), h);
         }
         for s in &cfg.heartbeat_sinks {
@@ -180,8 +186,8 @@ impl Agent {
                 )));
             }
         }
-        let collector = Collector::start(procfs.clone(), node.clone())
-            .map_err(CoreError::Collector)?;
+        let collector =
+            Collector::start(procfs.clone(), node.clone()).map_err(CoreError::Collector)?;
         let shared = Arc::new(Shared {
             series: SeriesMap::default(),
             events,
@@ -190,7 +196,8 @@ impl Agent {
         let (tx, rx) = mpsc::channel(1024);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let processes = ProcessManager::new(cgroups.clone(), sd.join("objects"));
-        let adopter = CgroupKindManager::new(cgroups.clone(), procfs.clone(), cfg.cgroup_root.clone());
+        let adopter =
+            CgroupKindManager::new(cgroups.clone(), procfs.clone(), cfg.cgroup_root.clone());
         let mut agent = Agent {
             rx,
             internal_tx,
@@ -288,7 +295,8 @@ impl Agent {
     /// Runs the event loop until `shutdown` resolves; then stops collection with a last round of
     /// reports and flushes every sink. Workloads keep running.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+        {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "no SIGCHLD stream; exits are found by polling");
@@ -304,7 +312,11 @@ impl Agent {
         self.shared.events.emit(
             EventKind::AgentStarted,
             None,
-            format!("nodeagent {} started on {}", env!("CARGO_PKG_VERSION"), self.node),
+            format!(
+                "nodeagent {} started on {}",
+                env!("CARGO_PKG_VERSION"),
+                self.node
+            ),
             json!({"cgroup_version": self.cgroup_version()}),
         );
         loop {
@@ -350,7 +362,13 @@ impl Agent {
             }
             Cmd::List { reply } => {
                 let mut v: Vec<Object> = self.objects.values().map(|e| e.obj.clone()).collect();
-                v.sort_by(|a, b| (a.kind != Kind::Host, a.created_at, &a.id).cmp(&(b.kind != Kind::Host, b.created_at, &b.id)));
+                v.sort_by(|a, b| {
+                    (a.kind != Kind::Host, a.created_at, &a.id).cmp(&(
+                        b.kind != Kind::Host,
+                        b.created_at,
+                        &b.id,
+                    ))
+                });
                 let _ = reply.send(Ok(v));
             }
             Cmd::Update { key, patch, reply } => {
@@ -389,10 +407,18 @@ impl Agent {
 
     fn lookup(&self, key: &str) -> Result<&Entry, ApiError> {
         let id = self.id_of(key)?;
-        self.objects.get(&id).ok_or_else(|| ApiError::not_found(key))
+        self.objects
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found(key))
     }
 
-    fn emit(&self, kind: EventKind, obj: &Object, message: impl Into<String>, data: serde_json::Value) -> u64 {
+    fn emit(
+        &self,
+        kind: EventKind,
+        obj: &Object,
+        message: impl Into<String>,
+        data: serde_json::Value,
+    ) -> u64 {
         self.shared
             .events
             .emit(kind, Some((&obj.id, &obj.name)), message, data)
@@ -410,7 +436,10 @@ impl Agent {
             if let Some(bad) = cs.cpus().into_iter().find(|c| *c >= self.facts.cpus) {
                 return Err(ApiError::invalid(
                     "resources.cpuset",
-                    format!("CPU {bad} does not exist; this node has CPUs 0-{}", self.facts.cpus.saturating_sub(1)),
+                    format!(
+                        "CPU {bad} does not exist; this node has CPUs 0-{}",
+                        self.facts.cpus.saturating_sub(1)
+                    ),
                 ));
             }
         }
@@ -472,7 +501,9 @@ impl Agent {
             Ok(r) => r,
             Err(e) => {
                 self.undo_create(&obj, &cg, &work);
-                return Err(ApiError::internal(format!("cannot sample the new cgroup: {e}")));
+                return Err(ApiError::internal(format!(
+                    "cannot sample the new cgroup: {e}"
+                )));
             }
         };
         obj.status = Status::Running;
@@ -487,7 +518,12 @@ impl Agent {
             target: Target::Cgroup { reader, net_pid },
             interval: obj.spec.collect.interval.as_std(),
         });
-        let event_id = self.emit(EventKind::Created, &obj, format!("created {} {}", obj.kind, obj.name), json!({"pid": obj.pid}));
+        let event_id = self.emit(
+            EventKind::Created,
+            &obj,
+            format!("created {} {}", obj.kind, obj.name),
+            json!({"pid": obj.pid}),
+        );
         self.emit(EventKind::Started, &obj, "running", json!({"pid": obj.pid}));
         self.names.insert(obj.name.clone(), id.clone());
         self.objects.insert(
@@ -529,7 +565,10 @@ impl Agent {
 
     /// Whether `pid` has a network namespace of its own (not the agent's).
     fn own_netns(&self, pid: u32) -> bool {
-        match (self.procfs.net_ns(pid), self.procfs.net_ns(std::process::id())) {
+        match (
+            self.procfs.net_ns(pid),
+            self.procfs.net_ns(std::process::id()),
+        ) {
             (Some(a), Some(b)) => a != b,
             _ => false,
         }
@@ -538,12 +577,18 @@ impl Agent {
     fn update(&mut self, key: &str, patch: ObjectPatch) -> Result<Object, ApiError> {
         let id = self.id_of(key)?;
         let cgroups = self.cgroups.clone();
-        let e = self.objects.get_mut(&id).ok_or_else(|| ApiError::not_found(key))?;
+        let e = self
+            .objects
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::not_found(key))?;
         if e.obj.kind == Kind::Host {
             return Err(ApiError::precondition("the host object is read-only"));
         }
         if e.deleting.is_some() || e.obj.status == Status::Deleted {
-            return Err(ApiError::precondition(format!("object {} is being deleted", e.obj.name)));
+            return Err(ApiError::precondition(format!(
+                "object {} is being deleted",
+                e.obj.name
+            )));
         }
         let Some(cg) = e.cg.clone() else {
             return Err(ApiError::precondition("object has no cgroup to update"));
@@ -552,14 +597,19 @@ impl Agent {
             if let Some(bad) = cs.cpus().into_iter().find(|c| *c >= self.facts.cpus) {
                 return Err(ApiError::invalid(
                     "resources.cpuset",
-                    format!("CPU {bad} does not exist; this node has CPUs 0-{}", self.facts.cpus.saturating_sub(1)),
+                    format!(
+                        "CPU {bad} does not exist; this node has CPUs 0-{}",
+                        self.facts.cpus.saturating_sub(1)
+                    ),
                 ));
             }
         }
         let mut changed = Vec::new();
         if let Some(r) = &patch.resources {
             // The fast path: straight to cgroupfs. The spec records only what was applied.
-            cgroups.apply(&cg, r).map_err(nodeagent_engine::managers::cgroup_error)?;
+            cgroups
+                .apply(&cg, r)
+                .map_err(nodeagent_engine::managers::cgroup_error)?;
             e.obj.spec.resources.merge(r);
             changed.push(serde_json::to_value(r).unwrap_or_default());
         }
@@ -579,13 +629,22 @@ impl Agent {
                     .map_err(|er| er.with_field("paused"))?;
                 e.obj.paused = p;
                 e.obj.status = if p { Status::Paused } else { Status::Running };
-                pause_event = Some(if p { EventKind::Paused } else { EventKind::Resumed });
+                pause_event = Some(if p {
+                    EventKind::Paused
+                } else {
+                    EventKind::Resumed
+                });
             }
         }
         e.obj.updated_at = Timestamp::now();
         let obj = e.obj.clone();
         if !changed.is_empty() {
-            self.emit(EventKind::Updated, &obj, "resources updated in place", json!({"resources": changed[0]}));
+            self.emit(
+                EventKind::Updated,
+                &obj,
+                "resources updated in place",
+                json!({"resources": changed[0]}),
+            );
         }
         if let Some(k) = pause_event {
             self.emit(k, &obj, k.as_str(), serde_json::Value::Null);
@@ -607,7 +666,9 @@ impl Agent {
             return;
         };
         if e.obj.kind == Kind::Host {
-            let _ = reply.send(Err(ApiError::precondition("the host object cannot be deleted")));
+            let _ = reply.send(Err(ApiError::precondition(
+                "the host object cannot be deleted",
+            )));
             return;
         }
         if let Some(d) = &mut e.deleting {
@@ -648,10 +709,20 @@ impl Agent {
         let mut done = Vec::new();
         for (id, e) in &mut self.objects {
             let Some(d) = &mut e.deleting else { continue };
-            let finished = match (&e.work, &e.cg) {
+            let finished = match (&mut e.work, &e.cg) {
                 (Work::Process { pid, .. }, Some(cg)) => {
                     let empty = self.processes.is_empty(cg);
-                    let reaped = pid.is_none_or(|p| !self.procfs.alive(p));
+                    // Reap here: the entry goes away with the delete, and an unreaped child
+                    // would stay a zombie. A pid that is not our child and no longer in /proc
+                    // is gone too.
+                    if let Some(p) = *pid {
+                        if proc_driver::reap(p).is_some()
+                            || !self.procfs.root().join(p.to_string()).exists()
+                        {
+                            *pid = None;
+                        }
+                    }
+                    let reaped = pid.is_none();
                     if !(empty && reaped) && now >= d.deadline && !d.killed {
                         self.processes.signal_all(cg, *pid, libc::SIGKILL);
                         d.killed = true;
@@ -665,7 +736,9 @@ impl Agent {
             }
         }
         for id in done {
-            let Some(mut e) = self.objects.remove(&id) else { continue };
+            let Some(mut e) = self.objects.remove(&id) else {
+                continue;
+            };
             match (&e.work, &e.cg) {
                 (Work::Adopted(a), _) => self.adopter.release(a),
                 (Work::Process { .. }, Some(cg)) => {
@@ -680,7 +753,12 @@ impl Agent {
             e.obj.status = Status::Deleted;
             e.obj.message = None;
             e.obj.updated_at = Timestamp::now();
-            self.emit(EventKind::Deleted, &e.obj, format!("deleted {}", e.obj.name), serde_json::Value::Null);
+            self.emit(
+                EventKind::Deleted,
+                &e.obj,
+                format!("deleted {}", e.obj.name),
+                serde_json::Value::Null,
+            );
             if let Some(d) = e.deleting.take() {
                 for w in d.waiters {
                     let _ = w.send(Ok(e.obj.clone()));
@@ -706,8 +784,17 @@ impl Agent {
 
     fn on_exit(&mut self, id: &str, st: ExitStatus) {
         let tx = self.internal_tx.clone();
-        let Some(e) = self.objects.get_mut(id) else { return };
-        let Work::Process { pid, started, failures } = &mut e.work else { return };
+        let Some(e) = self.objects.get_mut(id) else {
+            return;
+        };
+        let Work::Process {
+            pid,
+            started,
+            failures,
+        } = &mut e.work
+        else {
+            return;
+        };
         *pid = None;
         let (code, signal) = match st {
             ExitStatus::Code(c) => (Some(c), None),
@@ -720,7 +807,12 @@ impl Agent {
             return;
         }
         let failed = code != Some(0);
-        let policy = e.obj.spec.process.as_ref().map_or(RestartPolicy::Never, |p| p.restart);
+        let policy = e
+            .obj
+            .spec
+            .process
+            .as_ref()
+            .map_or(RestartPolicy::Never, |p| p.restart);
         let restart = match policy {
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => failed,
@@ -754,13 +846,20 @@ impl Agent {
             self.collector.send(Command::Remove { id: id.to_string() });
         }
         let obj = e.obj.clone();
-        self.emit(EventKind::Exited, &obj, msg, json!({"exit_code": code, "signal": signal}));
+        self.emit(
+            EventKind::Exited,
+            &obj,
+            msg,
+            json!({"exit_code": code, "signal": signal}),
+        );
     }
 
     fn internal(&mut self, i: Internal) {
         match i {
             Internal::Restart(id) => {
-                let Some(e) = self.objects.get_mut(&id) else { return };
+                let Some(e) = self.objects.get_mut(&id) else {
+                    return;
+                };
                 if e.deleting.is_some() || e.obj.status != Status::Pending {
                     return;
                 }
@@ -779,14 +878,24 @@ impl Agent {
                         e.obj.message = None;
                         e.obj.updated_at = Timestamp::now();
                         let obj = e.obj.clone();
-                        self.emit(EventKind::Restarted, &obj, format!("restart #{}", obj.restarts), json!({"pid": sp.pid}));
+                        self.emit(
+                            EventKind::Restarted,
+                            &obj,
+                            format!("restart #{}", obj.restarts),
+                            json!({"pid": sp.pid}),
+                        );
                     }
                     Err(er) => {
                         e.obj.status = Status::Failed;
                         e.obj.message = Some(format!("restart failed: {}", er.message));
                         let obj = e.obj.clone();
                         self.collector.send(Command::Remove { id: id.clone() });
-                        self.emit(EventKind::Failed, &obj, format!("restart failed: {}", er.message), serde_json::Value::Null);
+                        self.emit(
+                            EventKind::Failed,
+                            &obj,
+                            format!("restart failed: {}", er.message),
+                            serde_json::Value::Null,
+                        );
                     }
                 }
             }
@@ -805,9 +914,10 @@ impl Agent {
                 CgroupRef::External(p) if !self.cgroups.exists(&a.cg) => {
                     (Status::Lost, format!("cgroup {p} no longer exists"))
                 }
-                CgroupRef::Owned(_) if self.adopter.procs(&a.cg).is_empty() => {
-                    (Status::Exited, "every adopted process has exited".to_string())
-                }
+                CgroupRef::Owned(_) if self.adopter.procs(&a.cg).is_empty() => (
+                    Status::Exited,
+                    "every adopted process has exited".to_string(),
+                ),
                 _ => continue,
             };
             e.obj.status = status;
@@ -817,7 +927,11 @@ impl Agent {
         }
         for (id, obj, status, msg) in changed {
             self.collector.send(Command::Remove { id });
-            let k = if status == Status::Lost { EventKind::Lost } else { EventKind::Exited };
+            let k = if status == Status::Lost {
+                EventKind::Lost
+            } else {
+                EventKind::Exited
+            };
             self.emit(k, &obj, msg, serde_json::Value::Null);
         }
     }
@@ -840,28 +954,47 @@ impl Agent {
             return Err(ApiError::precondition(format!(
                 "object {} is {}; reports need a live object",
                 e.obj.name,
-                if e.deleting.is_some() { "being deleted".to_string() } else { e.obj.status.to_string() }
+                if e.deleting.is_some() {
+                    "being deleted".to_string()
+                } else {
+                    e.obj.status.to_string()
+                }
             )));
         }
         Ok((e.obj.id.clone(), e.obj.clone()))
     }
 
-    fn push_on(&mut self, key: &str, sink: &str, interval: Option<Duration>) -> Result<PushAck, ApiError> {
+    fn push_on(
+        &mut self,
+        key: &str,
+        sink: &str,
+        interval: Option<Duration>,
+    ) -> Result<PushAck, ApiError> {
         let (id, _) = self.collecting(key)?;
         let h = self.sink(sink)?;
         let interval = interval.unwrap_or(Duration(std::time::Duration::from_secs(1)));
         if interval.0 < MIN_INTERVAL || interval.0 > MAX_INTERVAL {
-            return Err(ApiError::invalid("interval", format!("interval {interval} is out of range: give 10ms to 1h")));
+            return Err(ApiError::invalid(
+                "interval",
+                format!("interval {interval} is out of range: give 10ms to 1h"),
+            ));
         }
         self.collector.send(Command::PushOn {
             id: id.clone(),
             sink: h,
             interval: interval.0,
         });
-        let Some(e) = self.objects.get_mut(&id) else { return Err(ApiError::not_found(key)) };
+        let Some(e) = self.objects.get_mut(&id) else {
+            return Err(ApiError::not_found(key));
+        };
         e.obj.push.insert(sink.to_string(), interval);
         let obj = e.obj.clone();
-        self.emit(EventKind::PushOn, &obj, format!("reporting to {sink} every {interval}"), json!({"sink": sink, "interval": interval}));
+        self.emit(
+            EventKind::PushOn,
+            &obj,
+            format!("reporting to {sink} every {interval}"),
+            json!({"sink": sink, "interval": interval}),
+        );
         Ok(PushAck {
             id,
             sink: sink.into(),
@@ -874,16 +1007,27 @@ impl Agent {
     fn push_off(&mut self, key: &str, sink: &str) -> Result<PushAck, ApiError> {
         let id = self.id_of(key)?;
         self.sink(sink)?;
-        let Some(e) = self.objects.get_mut(&id) else { return Err(ApiError::not_found(key)) };
+        let Some(e) = self.objects.get_mut(&id) else {
+            return Err(ApiError::not_found(key));
+        };
         if e.obj.push.remove(sink).is_none() {
-            return Err(ApiError::precondition(format!("no report task to {sink} for {}", e.obj.name)).with_field("sink"));
+            return Err(ApiError::precondition(format!(
+                "no report task to {sink} for {}",
+                e.obj.name
+            ))
+            .with_field("sink"));
         }
         let obj = e.obj.clone();
         self.collector.send(Command::PushOff {
             id: id.clone(),
             sink: sink.to_string(),
         });
-        self.emit(EventKind::PushOff, &obj, format!("stopped reporting to {sink}"), json!({"sink": sink}));
+        self.emit(
+            EventKind::PushOff,
+            &obj,
+            format!("stopped reporting to {sink}"),
+            json!({"sink": sink}),
+        );
         Ok(PushAck {
             id,
             sink: sink.into(),
@@ -893,7 +1037,11 @@ impl Agent {
         })
     }
 
-    fn push_once(&mut self, key: &str, sink: &str) -> Result<(String, oneshot::Receiver<Result<u64, String>>), ApiError> {
+    fn push_once(
+        &mut self,
+        key: &str,
+        sink: &str,
+    ) -> Result<(String, oneshot::Receiver<Result<u64, String>>), ApiError> {
         let (id, _) = self.collecting(key)?;
         let h = self.sink(sink)?;
         let (tx, rx) = oneshot::channel();

@@ -67,7 +67,10 @@ fn gone() -> ApiError {
 }
 
 impl AgentHandle {
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Cmd) -> Result<T, ApiError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Cmd,
+    ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
@@ -89,7 +92,12 @@ impl AgentHandle {
     }
     /// In-place update. The change is in the cgroup files when this returns, with or without
     /// `wait` (the fast path is a direct cgroupfs write).
-    pub async fn update(&self, key: &str, patch: ObjectPatch, wait: bool) -> Result<Object, ApiError> {
+    pub async fn update(
+        &self,
+        key: &str,
+        patch: ObjectPatch,
+        wait: bool,
+    ) -> Result<Object, ApiError> {
         patch.validate()?;
         let key = key.to_string();
         let _ = wait;
@@ -100,9 +108,20 @@ impl AgentHandle {
         let key = key.to_string();
         self.call(|reply| Cmd::Delete { key, wait, reply }).await
     }
-    pub async fn push_on(&self, key: &str, sink: &str, interval: Option<Duration>) -> Result<PushAck, ApiError> {
+    pub async fn push_on(
+        &self,
+        key: &str,
+        sink: &str,
+        interval: Option<Duration>,
+    ) -> Result<PushAck, ApiError> {
         let (key, sink) = (key.to_string(), sink.to_string());
-        self.call(|reply| Cmd::PushOn { key, sink, interval, reply }).await
+        self.call(|reply| Cmd::PushOn {
+            key,
+            sink,
+            interval,
+            reply,
+        })
+        .await
     }
     pub async fn push_off(&self, key: &str, sink: &str) -> Result<PushAck, ApiError> {
         let (key, sink) = (key.to_string(), sink.to_string());
@@ -111,7 +130,13 @@ impl AgentHandle {
     /// Sends the latest sample to `sink`; answers once the sink has written it.
     pub async fn push_once(&self, key: &str, sink: &str) -> Result<PushAck, ApiError> {
         let (key, sink) = (key.to_string(), sink.to_string());
-        let (id, rx) = self.call(|reply| Cmd::PushOnce { key, sink: sink.clone(), reply }).await?;
+        let (id, rx) = self
+            .call(|reply| Cmd::PushOnce {
+                key,
+                sink: sink.clone(),
+                reply,
+            })
+            .await?;
         let seq = rx
             .await
             .map_err(|_| gone())?

@@ -18,18 +18,78 @@ struct Family {
 const NS: f64 = 1e-9;
 
 const FAMILIES: &[Family] = &[
-    Family { name: "nodeagent_cpu_usage_seconds_total", kind: "counter", help: "CPU time used.", get: |s| s.cpu_usage_ns.map(|v| v as f64 * NS) },
-    Family { name: "nodeagent_cpu_throttled_seconds_total", kind: "counter", help: "Time the CFS quota held the object back.", get: |s| s.cpu_throttled_ns.map(|v| v as f64 * NS) },
-    Family { name: "nodeagent_memory_usage_bytes", kind: "gauge", help: "Memory in use.", get: |s| s.memory_bytes.map(|v| v as f64) },
-    Family { name: "nodeagent_memory_limit_bytes", kind: "gauge", help: "Memory limit (absent when unlimited).", get: |s| s.memory_limit_bytes.map(|v| v as f64) },
-    Family { name: "nodeagent_oom_kills_total", kind: "counter", help: "Processes killed by the OOM killer.", get: |s| s.oom_kills.map(|v| v as f64) },
-    Family { name: "nodeagent_pids", kind: "gauge", help: "Tasks in the object.", get: |s| s.pids.map(|v| v as f64) },
-    Family { name: "nodeagent_io_read_bytes_total", kind: "counter", help: "Bytes read from block devices.", get: |s| s.io_read_bytes.map(|v| v as f64) },
-    Family { name: "nodeagent_io_write_bytes_total", kind: "counter", help: "Bytes written to block devices.", get: |s| s.io_write_bytes.map(|v| v as f64) },
-    Family { name: "nodeagent_network_receive_bytes_total", kind: "counter", help: "Bytes received (own network namespace, or the host's non-loopback interfaces).", get: |s| s.net_rx_bytes.map(|v| v as f64) },
-    Family { name: "nodeagent_network_transmit_bytes_total", kind: "counter", help: "Bytes sent (own network namespace, or the host's non-loopback interfaces).", get: |s| s.net_tx_bytes.map(|v| v as f64) },
-    Family { name: "nodeagent_sample_timestamp_seconds", kind: "gauge", help: "When the latest sample was taken (Unix time).", get: |s| Some(s.ts.as_secs_f64()) },
-    Family { name: "nodeagent_sample_seq", kind: "gauge", help: "Sequence number of the latest sample.", get: |s| Some(s.seq as f64) },
+    Family {
+        name: "nodeagent_cpu_usage_seconds_total",
+        kind: "counter",
+        help: "CPU time used.",
+        get: |s| s.cpu_usage_ns.map(|v| v as f64 * NS),
+    },
+    Family {
+        name: "nodeagent_cpu_throttled_seconds_total",
+        kind: "counter",
+        help: "Time the CFS quota held the object back.",
+        get: |s| s.cpu_throttled_ns.map(|v| v as f64 * NS),
+    },
+    Family {
+        name: "nodeagent_memory_usage_bytes",
+        kind: "gauge",
+        help: "Memory in use.",
+        get: |s| s.memory_bytes.map(|v| v as f64),
+    },
+    Family {
+        name: "nodeagent_memory_limit_bytes",
+        kind: "gauge",
+        help: "Memory limit (absent when unlimited).",
+        get: |s| s.memory_limit_bytes.map(|v| v as f64),
+    },
+    Family {
+        name: "nodeagent_oom_kills_total",
+        kind: "counter",
+        help: "Processes killed by the OOM killer.",
+        get: |s| s.oom_kills.map(|v| v as f64),
+    },
+    Family {
+        name: "nodeagent_pids",
+        kind: "gauge",
+        help: "Tasks in the object.",
+        get: |s| s.pids.map(|v| v as f64),
+    },
+    Family {
+        name: "nodeagent_io_read_bytes_total",
+        kind: "counter",
+        help: "Bytes read from block devices.",
+        get: |s| s.io_read_bytes.map(|v| v as f64),
+    },
+    Family {
+        name: "nodeagent_io_write_bytes_total",
+        kind: "counter",
+        help: "Bytes written to block devices.",
+        get: |s| s.io_write_bytes.map(|v| v as f64),
+    },
+    Family {
+        name: "nodeagent_network_receive_bytes_total",
+        kind: "counter",
+        help: "Bytes received (own network namespace, or the host's non-loopback interfaces).",
+        get: |s| s.net_rx_bytes.map(|v| v as f64),
+    },
+    Family {
+        name: "nodeagent_network_transmit_bytes_total",
+        kind: "counter",
+        help: "Bytes sent (own network namespace, or the host's non-loopback interfaces).",
+        get: |s| s.net_tx_bytes.map(|v| v as f64),
+    },
+    Family {
+        name: "nodeagent_sample_timestamp_seconds",
+        kind: "gauge",
+        help: "When the latest sample was taken (Unix time).",
+        get: |s| Some(s.ts.as_secs_f64()),
+    },
+    Family {
+        name: "nodeagent_sample_seq",
+        kind: "gauge",
+        help: "Sequence number of the latest sample.",
+        get: |s| Some(s.seq as f64),
+    },
 ];
 
 /// Escapes a label value per the exposition format.
@@ -108,10 +168,21 @@ pub fn render(series: &SeriesMap) -> String {
     out
 }
 
-fn host_families(out: &mut String, id: &str, name: &str, kind: Kind, h: &nodeagent_types::HostStats) {
+fn host_families(
+    out: &mut String,
+    id: &str,
+    name: &str,
+    kind: Kind,
+    h: &nodeagent_types::HostStats,
+) {
     let c = &h.cpu;
     let n = "nodeagent_host_cpu_seconds_total";
-    header(out, n, "counter", "Host CPU time by mode, summed over CPUs.");
+    header(
+        out,
+        n,
+        "counter",
+        "Host CPU time by mode, summed over CPUs.",
+    );
     for (mode, v) in [
         ("user", c.user),
         ("nice", c.nice),
@@ -131,11 +202,31 @@ fn host_families(out: &mut String, id: &str, name: &str, kind: Kind, h: &nodeage
         ("nodeagent_host_load1", "1-minute load average.", h.load1),
         ("nodeagent_host_load5", "5-minute load average.", h.load5),
         ("nodeagent_host_load15", "15-minute load average.", h.load15),
-        ("nodeagent_host_memory_total_bytes", "Total memory.", h.memory_total_bytes as f64),
-        ("nodeagent_host_memory_available_bytes", "Memory available for new work.", h.memory_available_bytes as f64),
-        ("nodeagent_host_memory_free_bytes", "Free memory.", h.memory_free_bytes as f64),
-        ("nodeagent_host_swap_total_bytes", "Total swap.", h.swap_total_bytes as f64),
-        ("nodeagent_host_swap_free_bytes", "Free swap.", h.swap_free_bytes as f64),
+        (
+            "nodeagent_host_memory_total_bytes",
+            "Total memory.",
+            h.memory_total_bytes as f64,
+        ),
+        (
+            "nodeagent_host_memory_available_bytes",
+            "Memory available for new work.",
+            h.memory_available_bytes as f64,
+        ),
+        (
+            "nodeagent_host_memory_free_bytes",
+            "Free memory.",
+            h.memory_free_bytes as f64,
+        ),
+        (
+            "nodeagent_host_swap_total_bytes",
+            "Total swap.",
+            h.swap_total_bytes as f64,
+        ),
+        (
+            "nodeagent_host_swap_free_bytes",
+            "Free swap.",
+            h.swap_free_bytes as f64,
+        ),
     ];
     for (n, help, v) in gauges {
         header(out, n, "gauge", help);
@@ -149,10 +240,30 @@ fn host_families(out: &mut String, id: &str, name: &str, kind: Kind, h: &nodeage
     labels(out, id, name, kind, None);
     value(out, h.uptime_seconds);
     for (n, help, devs, read) in [
-        ("nodeagent_host_disk_read_bytes_total", "Bytes read per block device.", &h.disks, true),
-        ("nodeagent_host_disk_written_bytes_total", "Bytes written per block device.", &h.disks, false),
-        ("nodeagent_host_network_receive_bytes_total", "Bytes received per interface.", &h.nets, true),
-        ("nodeagent_host_network_transmit_bytes_total", "Bytes sent per interface.", &h.nets, false),
+        (
+            "nodeagent_host_disk_read_bytes_total",
+            "Bytes read per block device.",
+            &h.disks,
+            true,
+        ),
+        (
+            "nodeagent_host_disk_written_bytes_total",
+            "Bytes written per block device.",
+            &h.disks,
+            false,
+        ),
+        (
+            "nodeagent_host_network_receive_bytes_total",
+            "Bytes received per interface.",
+            &h.nets,
+            true,
+        ),
+        (
+            "nodeagent_host_network_transmit_bytes_total",
+            "Bytes sent per interface.",
+            &h.nets,
+            false,
+        ),
     ] {
         if devs.is_empty() {
             continue;
@@ -182,11 +293,25 @@ mod tests {
             x.memory_bytes = Some(4096);
         }
         let text = render(&map);
-        assert!(text.contains("# TYPE nodeagent_cpu_usage_seconds_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE nodeagent_cpu_usage_seconds_total counter"),
+            "{text}"
+        );
         assert!(text.contains("nodeagent_cpu_usage_seconds_total{id=\"abc\",name=\"we\\\"b\",kind=\"process\"} 1.5"), "{text}");
-        assert!(text.contains("nodeagent_memory_usage_bytes{id=\"abc\",name=\"we\\\"b\",kind=\"process\"} 4096"), "{text}");
-        assert!(!text.contains("nodeagent_pids{"), "absent counters are not exposed: {text}");
+        assert!(
+            text.contains(
+                "nodeagent_memory_usage_bytes{id=\"abc\",name=\"we\\\"b\",kind=\"process\"} 4096"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("nodeagent_pids{"),
+            "absent counters are not exposed: {text}"
+        );
         // Each family's HELP/TYPE appears once.
-        assert_eq!(text.matches("# TYPE nodeagent_memory_usage_bytes").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE nodeagent_memory_usage_bytes").count(),
+            1
+        );
     }
 }

@@ -73,7 +73,11 @@ impl Series {
     /// The newest `limit` samples (all when `None`), oldest first.
     pub fn recent(&self, limit: Option<usize>) -> Vec<Sample> {
         let n = limit.unwrap_or(self.ring.len()).min(self.ring.len());
-        self.ring.iter().skip(self.ring.len() - n).cloned().collect()
+        self.ring
+            .iter()
+            .skip(self.ring.len() - n)
+            .cloned()
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -220,8 +220,10 @@ impl Scheduler {
                             last_seq,
                             gen,
                         });
-                        self.heap
-                            .push(Reverse((Instant::now() + interval, Due::Report { slot, gen })));
+                        self.heap.push(Reverse((
+                            Instant::now() + interval,
+                            Due::Report { slot, gen },
+                        )));
                     }
                 }
             }
@@ -280,7 +282,13 @@ impl Scheduler {
             self.heap.pop();
             match due {
                 Due::Sample { slot, gen } => {
-                    let Some(interval) = self.slots.get(slot).and_then(Option::as_ref).filter(|o| o.gen == gen).map(|o| o.interval) else {
+                    let Some(interval) = self
+                        .slots
+                        .get(slot)
+                        .and_then(Option::as_ref)
+                        .filter(|o| o.gen == gen)
+                        .map(|o| o.interval)
+                    else {
                         continue;
                     };
                     self.sample(slot);
@@ -385,7 +393,10 @@ fn send_report(node: &Arc<str>, series: &SharedSeries, r: &mut Report) {
 fn fill_host(out: &mut Sample, h: &HostStats) {
     let c = &h.cpu;
     out.cpu_usage_ns = Some(c.user + c.nice + c.system + c.irq + c.softirq + c.steal);
-    out.memory_bytes = Some(h.memory_total_bytes.saturating_sub(h.memory_available_bytes));
+    out.memory_bytes = Some(
+        h.memory_total_bytes
+            .saturating_sub(h.memory_available_bytes),
+    );
     out.memory_limit_bytes = Some(h.memory_total_bytes);
     out.io_read_bytes = Some(h.disks.iter().map(|d| d.read_bytes).sum());
     out.io_write_bytes = Some(h.disks.iter().map(|d| d.write_bytes).sum());

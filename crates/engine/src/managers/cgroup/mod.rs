@@ -34,7 +34,10 @@ impl CgroupKindManager {
 
     pub fn adopt(&self, id: &str, spec: &ObjectSpec) -> Result<Adopted, ApiError> {
         let Some(c) = &spec.cgroup else {
-            return Err(ApiError::invalid("cgroup", "kind cgroup needs a `cgroup` section"));
+            return Err(ApiError::invalid(
+                "cgroup",
+                "kind cgroup needs a `cgroup` section",
+            ));
         };
         if let Some(path) = &c.path {
             let cg = CgroupRef::External(normalize(path));
@@ -68,9 +71,10 @@ impl CgroupKindManager {
                     format!("no running process with pid {pid}"),
                 ));
             }
-            let origin = self.procfs.cgroups_of(pid).map_err(|e| {
-                ApiError::invalid(format!("cgroup.pids[{i}]"), e.to_string())
-            })?;
+            let origin = self
+                .procfs
+                .cgroups_of(pid)
+                .map_err(|e| ApiError::invalid(format!("cgroup.pids[{i}]"), e.to_string()))?;
             origins.push((pid, origin));
         }
         let cg = CgroupRef::Owned(id.to_string());
@@ -79,7 +83,10 @@ impl CgroupKindManager {
             cg: cg.clone(),
             origins: Vec::new(),
         };
-        let res = self.cgroups.apply(&cg, &spec.resources).map_err(cgroup_error);
+        let res = self
+            .cgroups
+            .apply(&cg, &spec.resources)
+            .map_err(cgroup_error);
         if let Err(e) = res {
             self.release(&adopted);
             return Err(e);

@@ -56,12 +56,14 @@ impl ProcessManager {
     /// Starts (or restarts) the command in its existing cgroup.
     pub fn spawn(&self, id: &str, cg: &CgroupRef, spec: &ObjectSpec) -> Result<Spawned, ApiError> {
         let Some(p) = &spec.process else {
-            return Err(ApiError::invalid("process", "kind process needs a `process` section"));
+            return Err(ApiError::invalid(
+                "process",
+                "kind process needs a `process` section",
+            ));
         };
         let dir = self.objects_dir.join(id);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            ApiError::internal(format!("create {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
         let stdout_path = dir.join("stdout.log");
         let stderr_path = dir.join("stderr.log");
         let open = |p: &PathBuf| {

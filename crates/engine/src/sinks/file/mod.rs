@@ -91,7 +91,8 @@ mod tests {
         s.write(&[rec(1), rec(2)]).expect("write");
         let text = std::fs::read_to_string(&p).expect("read");
         assert_eq!(text.lines().count(), 2);
-        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap_or("")).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_str(text.lines().next().unwrap_or("")).expect("json");
         assert_eq!(v["node"], "n");
         assert_eq!(v["sample"]["pids"], 1);
         for i in 0..100 {
