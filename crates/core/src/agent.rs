@@ -27,7 +27,7 @@ type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 /// What front ends ask of the core (Firecracker's "action" enum).
 pub(crate) enum Cmd {
     Create {
-        spec: ObjectSpec,
+        spec: Box<ObjectSpec>,
         wait: bool,
         reply: Reply<Created>,
     },
@@ -40,7 +40,7 @@ pub(crate) enum Cmd {
     },
     Update {
         key: String,
-        patch: ObjectPatch,
+        patch: Box<ObjectPatch>,
         reply: Reply<Object>,
     },
     Delete {
@@ -355,7 +355,7 @@ impl Agent {
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Create { spec, wait, reply } => {
-                let _ = reply.send(self.create(spec, wait));
+                let _ = reply.send(self.create(*spec, wait));
             }
             Cmd::Get { key, reply } => {
                 let _ = reply.send(self.lookup(&key).map(|e| e.obj.clone()));
@@ -372,7 +372,7 @@ impl Agent {
                 let _ = reply.send(Ok(v));
             }
             Cmd::Update { key, patch, reply } => {
-                let _ = reply.send(self.update(&key, patch));
+                let _ = reply.send(self.update(&key, *patch));
             }
             Cmd::Delete { key, wait, reply } => self.delete(&key, wait, reply),
             Cmd::PushOn {

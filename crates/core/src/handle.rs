@@ -80,6 +80,7 @@ impl AgentHandle {
     /// failed it); without, once it is accepted. Validation errors come back either way.
     pub async fn create(&self, spec: ObjectSpec, wait: bool) -> Result<Created, ApiError> {
         spec.validate()?;
+        let spec = Box::new(spec);
         self.call(|reply| Cmd::Create { spec, wait, reply }).await
     }
     /// Looks an object up by id or name (`host` is the host).
@@ -101,6 +102,7 @@ impl AgentHandle {
         patch.validate()?;
         let key = key.to_string();
         let _ = wait;
+        let patch = Box::new(patch);
         self.call(|reply| Cmd::Update { key, patch, reply }).await
     }
     /// Deletes. With `wait`, answers once the workload and its cgroup are gone.

@@ -284,9 +284,7 @@ async fn exit_code_and_restart_policy() {
     };
     assert!(o.restarts >= 2, "restarted {} times", o.restarts);
     h.delete(&c.id, true).await.expect("delete");
-    h.delete(&"ends".to_string(), true)
-        .await
-        .expect("delete exited");
+    h.delete("ends", true).await.expect("delete exited");
     let kinds: Vec<_> = h.events(None).iter().map(|e| e.kind.as_str()).collect();
     assert!(
         kinds.contains(&"exited") && kinds.contains(&"restarted") && kinds.contains(&"deleted"),

@@ -94,8 +94,16 @@ fn full_fixture() -> tempfile::TempDir {
     write(root, "4242/cgroup", PID_CGROUP);
     write(root, "4242/net/dev", PID_NET_DEV);
     write(root, "4242/ns/net", "");
-    write(root, "4243/stat", &PID_STAT.replace("4242 (", "4243 (").replace(") S ", ") Z "));
-    write(root, "4244/stat", &PID_STAT.replace("4242 (", "4244 (").replace(") S ", ") X "));
+    write(
+        root,
+        "4243/stat",
+        &PID_STAT.replace("4242 (", "4243 (").replace(") S ", ") Z "),
+    );
+    write(
+        root,
+        "4244/stat",
+        &PID_STAT.replace("4242 (", "4244 (").replace(") S ", ") X "),
+    );
     write(root, "4245/stat", "4245 (truncated) S 1 2 3\n");
     dir
 }
@@ -261,7 +269,9 @@ fn host_facts_from_fixture() {
 fn host_facts_does_not_fall_back_to_the_real_hostname_for_a_fixture() {
     let dir = full_fixture();
     fs::remove_file(dir.path().join("sys/kernel/hostname")).expect("rm");
-    let err = ProcFs::new(dir.path()).host_facts().expect_err("no hostname");
+    let err = ProcFs::new(dir.path())
+        .host_facts()
+        .expect_err("no hostname");
     assert!(
         matches!(&err, ProcError::Io { path, .. } if path.ends_with("sys/kernel/hostname")),
         "{err:?}"

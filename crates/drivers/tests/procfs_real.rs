@@ -18,7 +18,10 @@ fn host_stats_of_this_host() {
     fs.host_stats(&mut buf, &mut out).expect("host_stats");
     assert!(out.cpus >= 1, "{out:?}");
     assert!(out.memory_total_bytes > 0, "{out:?}");
-    assert!(out.memory_available_bytes <= out.memory_total_bytes, "{out:?}");
+    assert!(
+        out.memory_available_bytes <= out.memory_total_bytes,
+        "{out:?}"
+    );
     assert!(out.cpu.user + out.cpu.system + out.cpu.idle > 0, "{out:?}");
     assert!(out.uptime_seconds > 0.0, "{out:?}");
     assert!(out.nets.iter().any(|n| n.device == "lo"), "{:?}", out.nets);
@@ -63,7 +66,10 @@ fn stat_of_self() {
 fn cgroups_of_self() {
     let cgroups = proc().cgroups_of(std::process::id()).expect("cgroups");
     assert!(!cgroups.is_empty());
-    assert!(cgroups.iter().all(|(_, path)| path.starts_with('/')), "{cgroups:?}");
+    assert!(
+        cgroups.iter().all(|(_, path)| path.starts_with('/')),
+        "{cgroups:?}"
+    );
 }
 
 #[test]

@@ -82,7 +82,10 @@ impl ApiError {
         }
     }
     pub fn not_found(what: &str) -> Self {
-        ApiError::new(ErrorCode::NotFound, format!("no object {what:?} on this node"))
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("no object {what:?} on this node"),
+        )
     }
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::Internal, message)

@@ -36,7 +36,9 @@ fn fill_random(b: &mut [u8]) -> std::io::Result<()> {
 
 /// Whether `s` has the shape of an id the agent generates.
 pub fn is_object_id(s: &str) -> bool {
-    s.len() == 16 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    s.len() == 16
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,9 @@ pub const MAX_MEMORY: u64 = 1 << 50;
 pub fn parse_memory(s: &str) -> Result<u64, String> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty quantity; expected bytes or a number with a unit (K, M, G, Ki, Mi, Gi)".into());
+        return Err(
+            "empty quantity; expected bytes or a number with a unit (K, M, G, Ki, Mi, Gi)".into(),
+        );
     }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -95,13 +97,17 @@ impl<'de> Deserialize<'de> for Memory {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Memory, E> {
                 if v < 0 {
-                    return Err(E::custom(format!("{v} is negative; a memory size must be positive")));
+                    return Err(E::custom(format!(
+                        "{v} is negative; a memory size must be positive"
+                    )));
                 }
                 self.visit_u64(v as u64)
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Memory, E> {
                 if v < 0.0 {
-                    return Err(E::custom(format!("{v} is negative; a memory size must be positive")));
+                    return Err(E::custom(format!(
+                        "{v} is negative; a memory size must be positive"
+                    )));
                 }
                 Err(E::custom(format!(
                     "{v} is not a whole number of bytes; use an integer or a quantity such as \"64Mi\""
@@ -186,15 +192,15 @@ impl fmt::Display for Duration {
         let ns = self.0.as_nanos();
         let (v, u) = if ns == 0 {
             (0, "s")
-        } else if ns % 3_600_000_000_000 == 0 {
+        } else if ns.is_multiple_of(3_600_000_000_000) {
             (ns / 3_600_000_000_000, "h")
-        } else if ns % 60_000_000_000 == 0 {
+        } else if ns.is_multiple_of(60_000_000_000) {
             (ns / 60_000_000_000, "m")
-        } else if ns % 1_000_000_000 == 0 {
+        } else if ns.is_multiple_of(1_000_000_000) {
             (ns / 1_000_000_000, "s")
-        } else if ns % 1_000_000 == 0 {
+        } else if ns.is_multiple_of(1_000_000) {
             (ns / 1_000_000, "ms")
-        } else if ns % 1_000 == 0 {
+        } else if ns.is_multiple_of(1_000) {
             (ns / 1_000, "us")
         } else {
             (ns, "ns")
@@ -248,7 +254,9 @@ pub fn parse_cpuset(s: &str) -> Result<Vec<u32>, String> {
             .parse()
             .map_err(|_| format!("invalid cpuset {s:?}: {part:?} is not a CPU number or range"))?;
         if a > b {
-            return Err(format!("invalid cpuset {s:?}: range {part:?} runs backwards"));
+            return Err(format!(
+                "invalid cpuset {s:?}: range {part:?} runs backwards"
+            ));
         }
         if b > MAX_CPU_INDEX {
             return Err(format!("invalid cpuset {s:?}: CPU {b} is out of range"));
@@ -307,8 +315,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("100ms"), Ok(std::time::Duration::from_millis(100)));
-        assert_eq!(parse_duration("1m30s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("100ms"),
+            Ok(std::time::Duration::from_millis(100))
+        );
+        assert_eq!(
+            parse_duration("1m30s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("1y").is_err());

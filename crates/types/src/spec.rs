@@ -160,8 +160,9 @@ fn valid_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
 }
 
 impl ObjectSpec {
@@ -193,7 +194,10 @@ impl ObjectSpec {
             if present && kind != self.kind {
                 return Err(ApiError::invalid(
                     field,
-                    format!("`{field}` is only allowed for kind {kind}, not {}", self.kind),
+                    format!(
+                        "`{field}` is only allowed for kind {kind}, not {}",
+                        self.kind
+                    ),
                 ));
             }
             if !present && kind == self.kind {
@@ -371,7 +375,10 @@ impl CgroupSpec {
 
 impl ContainerSpec {
     fn validate(&self) -> Result<(), ApiError> {
-        if self.image.is_empty() || self.image.len() > 512 || self.image.contains(char::is_whitespace) {
+        if self.image.is_empty()
+            || self.image.len() > 512
+            || self.image.contains(char::is_whitespace)
+        {
             return Err(ApiError::invalid(
                 "container.image",
                 "give an image reference such as \"busybox:local\"",
@@ -451,7 +458,10 @@ impl CollectSpec {
         if i < MIN_INTERVAL || i > MAX_INTERVAL {
             return Err(ApiError::invalid(
                 "collect.interval",
-                format!("interval {} is out of range: give 10ms to 1h", self.interval),
+                format!(
+                    "interval {} is out of range: give 10ms to 1h",
+                    self.interval
+                ),
             ));
         }
         Ok(())
@@ -464,7 +474,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn field_of(body: &str) -> Option<String> {
-        ObjectSpec::from_json(body.as_bytes()).err().and_then(|e| e.field)
+        ObjectSpec::from_json(body.as_bytes())
+            .err()
+            .and_then(|e| e.field)
     }
 
     #[test]
@@ -478,31 +490,76 @@ mod tests {
         .expect("valid");
         assert_eq!(s.resources.memory, Some(Memory(64 << 20)));
         assert_eq!(s.collect.interval, Duration::from_millis(100));
-        assert_eq!(s.process.as_ref().map(|p| p.restart), Some(RestartPolicy::OnFailure));
+        assert_eq!(
+            s.process.as_ref().map(|p| p.restart),
+            Some(RestartPolicy::OnFailure)
+        );
     }
 
     #[test]
     fn bad_specs_name_the_field() {
         let p = r#""process":{"command":["/bin/true"]}"#;
         let cases = [
-            (format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"memory":"64Xi"}}}}"#), "resources.memory"),
-            (format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"memory":-5}}}}"#), "resources.memory"),
-            (format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"cpu":-1}}}}"#), "resources.cpu"),
-            (format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"cpu":1e9}}}}"#), "resources.cpu"),
-            (format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"bogus":1}}}}"#), "resources.bogus"),
-            (format!(r#"{{"name":"x","kind":"process",{p},"bogus":1}}"#), "bogus"),
-            (format!(r#"{{"name":"x","kind":"process",{p},"collect":{{"interval":"fast"}}}}"#), "collect.interval"),
-            (format!(r#"{{"name":"x","kind":"process",{p},"collect":{{"interval":"1ms"}}}}"#), "collect.interval"),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"memory":"64Xi"}}}}"#),
+                "resources.memory",
+            ),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"memory":-5}}}}"#),
+                "resources.memory",
+            ),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"cpu":-1}}}}"#),
+                "resources.cpu",
+            ),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"cpu":1e9}}}}"#),
+                "resources.cpu",
+            ),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"bogus":1}}}}"#),
+                "resources.bogus",
+            ),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"bogus":1}}"#),
+                "bogus",
+            ),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"collect":{{"interval":"fast"}}}}"#),
+                "collect.interval",
+            ),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"collect":{{"interval":"1ms"}}}}"#),
+                "collect.interval",
+            ),
             (format!(r#"{{"name":"x","kind":"vm2",{p}}}"#), "kind"),
-            (format!(r#"{{"name":"../../x","kind":"process",{p}}}"#), "name"),
-            (format!(r#"{{"name":"UPPER","kind":"process",{p}}}"#), "name"),
-            (r#"{"name":"x","kind":"process","process":{"command":[]}}"#.to_string(), "process.command"),
+            (
+                format!(r#"{{"name":"../../x","kind":"process",{p}}}"#),
+                "name",
+            ),
+            (
+                format!(r#"{{"name":"UPPER","kind":"process",{p}}}"#),
+                "name",
+            ),
+            (
+                r#"{"name":"x","kind":"process","process":{"command":[]}}"#.to_string(),
+                "process.command",
+            ),
             (r#"{"name":"x","kind":"process"}"#.to_string(), "process"),
-            (r#"{"name":"x","kind":"cgroup","cgroup":{}}"#.to_string(), "cgroup"),
-            (r#"{"name":"x","kind":"cgroup","cgroup":{"path":"/a/../b"}}"#.to_string(), "cgroup.path"),
+            (
+                r#"{"name":"x","kind":"cgroup","cgroup":{}}"#.to_string(),
+                "cgroup",
+            ),
+            (
+                r#"{"name":"x","kind":"cgroup","cgroup":{"path":"/a/../b"}}"#.to_string(),
+                "cgroup.path",
+            ),
             (format!(r#"{{"name":"x","kind":"host",{p}}}"#), "process"),
             (r#"{"name":"x","kind":"host"}"#.to_string(), "kind"),
-            (format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"cpuset":"3-1"}}}}"#), "resources.cpuset"),
+            (
+                format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"cpuset":"3-1"}}}}"#),
+                "resources.cpuset",
+            ),
         ];
         for (body, field) in cases {
             assert_eq!(field_of(&body).as_deref(), Some(field), "{body}");

@@ -248,7 +248,11 @@ fn check_cwd(dir: &str) -> Result<(), SpawnError> {
 /// The path to execute for `program`: itself if it has a `/` (joined to `cwd` when relative),
 /// else the first executable regular file of that name in `path_var`'s directories (an empty
 /// or relative entry is taken relative to `cwd`, like `execvp` in the child would).
-fn resolve_program(program: &str, path_var: &str, cwd: Option<&str>) -> Result<PathBuf, SpawnError> {
+fn resolve_program(
+    program: &str,
+    path_var: &str,
+    cwd: Option<&str>,
+) -> Result<PathBuf, SpawnError> {
     let in_cwd = |p: &Path| match cwd {
         Some(dir) if p.is_relative() => Path::new(dir).join(p),
         _ => p.to_path_buf(),
@@ -279,7 +283,10 @@ fn resolve_program(program: &str, path_var: &str, cwd: Option<&str>) -> Result<P
             format!("found in PATH {path_var:?} but not executable"),
         )
     } else {
-        exec_error(ErrorKind::NotFound, format!("not found in PATH {path_var:?}"))
+        exec_error(
+            ErrorKind::NotFound,
+            format!("not found in PATH {path_var:?}"),
+        )
     })
 }
 

@@ -213,7 +213,10 @@ impl ProcFs {
         Ok(parse::net_dev(buf)
             .filter(|d| d.name != "lo")
             .fold((0u64, 0u64), |(rx, tx), d| {
-                (rx.saturating_add(d.read_bytes), tx.saturating_add(d.write_bytes))
+                (
+                    rx.saturating_add(d.read_bytes),
+                    tx.saturating_add(d.write_bytes),
+                )
             }))
     }
 
@@ -312,15 +315,21 @@ fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
         })
 }
 
-/// Like [`read_into`], but a missing file is `Ok(false)` (with `buf` empty).
+/// Like [`read_into`], but a missing file is `Ok(false)` (with `buf` empty). Checks the error
+/// kind before building a [`ProcError`], so that a missing file costs no allocation.
 fn read_optional(path: &Path, buf: &mut Vec<u8>) -> Result<bool> {
-    match read_into(path, buf) {
-        Ok(()) => Ok(true),
-        Err(ProcError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+    buf.clear();
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_to_end(buf));
+    match read {
+        Ok(_) => Ok(true),
+        Err(source) if source.kind() == ErrorKind::NotFound => {
             buf.clear();
             Ok(false)
         }
-        Err(e) => Err(e),
+        Err(source) => Err(ProcError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
