@@ -13,7 +13,10 @@ pub enum CgroupError {
     /// A write the kernel refused because of the value (e.g. a memory limit below usage); names
     /// the spec field (`resources.memory`).
     #[error("{field}: {message}")]
-    Rejected { field: &'static str, message: String },
+    Rejected {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Other(String),
 }

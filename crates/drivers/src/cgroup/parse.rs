@@ -89,7 +89,9 @@ pub(crate) fn io_stat_read_write(buf: &[u8]) -> (u64, u64) {
 
 /// The first pid in a `cgroup.procs` buffer.
 pub(crate) fn first_pid(buf: &[u8]) -> Option<u32> {
-    let line = buf.split(|&c| c == b'\n').find(|l| !l.trim_ascii().is_empty())?;
+    let line = buf
+        .split(|&c| c == b'\n')
+        .find(|l| !l.trim_ascii().is_empty())?;
     parse_u64(line).and_then(|v| u32::try_from(v).ok())
 }
 
@@ -102,7 +104,9 @@ pub(crate) fn pids(buf: &[u8]) -> Vec<u32> {
 
 /// Parses v2 `cpu.max` (`max 100000` or `50000 100000`) into (quota, period).
 pub(crate) fn cpu_max(buf: &[u8]) -> Option<(Option<u64>, u64)> {
-    let mut f = buf.split(|c| c.is_ascii_whitespace()).filter(|x| !x.is_empty());
+    let mut f = buf
+        .split(|c| c.is_ascii_whitespace())
+        .filter(|x| !x.is_empty());
     let quota = parse_max(f.next()?)?;
     let period = f.next().map_or(Some(100_000), parse_u64)?;
     Some((quota, period))

@@ -137,14 +137,22 @@ pub(crate) fn is_refusal(e: &io::Error) -> bool {
 }
 
 /// Explains a refusal in words the user of the spec field can act on.
-pub(crate) fn refusal_reason(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EINVAL) => {
+pub(crate) fn refusal_reason(field: &str, e: &io::Error) -> &'static str {
+    match (e.raw_os_error(), field) {
+        (Some(libc::EINVAL), "resources.cpu") => {
+            "the quota must be at least 1000 µs per 100000 µs period (0.01 cores) and within \
+             what the parent cgroup allows"
+        }
+        (Some(libc::EINVAL | libc::ERANGE), "resources.cpuset") => {
+            "the CPUs must exist and be within the parent cgroup's cpuset"
+        }
+        (Some(libc::EINVAL | libc::ERANGE), "resources.cpu_weight") => "out of range",
+        (Some(libc::EINVAL), _) => {
             "invalid value for this kernel (out of range, or above what the parent cgroup allows)"
         }
-        Some(libc::EBUSY) => "the cgroup is busy (the kernel could not apply it now)",
-        Some(libc::ERANGE) | Some(libc::EOVERFLOW) => "value out of range",
-        Some(libc::ENOSPC) => "no CPUs or memory nodes would be left to run on",
+        (Some(libc::EBUSY), _) => "the cgroup is busy (the kernel could not apply it now)",
+        (Some(libc::ERANGE | libc::EOVERFLOW), _) => "value out of range",
+        (Some(libc::ENOSPC), _) => "no CPUs or memory nodes would be left to run on",
         _ => "refused by the kernel",
     }
 }
@@ -155,7 +163,12 @@ pub(crate) fn write_field(field: &'static str, path: &Path, value: &str) -> Resu
     write_raw(path, value.as_bytes()).map_err(|e| field_err(field, path, value, e))
 }
 
-pub(crate) fn field_err(field: &'static str, path: &Path, value: &str, e: io::Error) -> CgroupError {
+pub(crate) fn field_err(
+    field: &'static str,
+    path: &Path,
+    value: &str,
+    e: io::Error,
+) -> CgroupError {
     if is_refusal(&e) {
         CgroupError::Rejected {
             field,
@@ -163,7 +176,7 @@ pub(crate) fn field_err(field: &'static str, path: &Path, value: &str, e: io::Er
                 "the kernel refused {:?} for {}: {} ({e})",
                 value.trim(),
                 file_name(path),
-                refusal_reason(&e)
+                refusal_reason(field, &e)
             ),
         }
     } else {

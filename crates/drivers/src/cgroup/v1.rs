@@ -327,8 +327,8 @@ impl CgroupManager for V1 {
         }
         let mut l = Limits::default();
         if let Some(d) = Self::dir_of(&dirs, "cpu") {
-            l.cpu_quota_us = read_num(&d.join("cpu.cfs_quota_us"))?
-                .and_then(|q| u64::try_from(q).ok());
+            l.cpu_quota_us =
+                read_num(&d.join("cpu.cfs_quota_us"))?.and_then(|q| u64::try_from(q).ok());
             l.cpu_period_us = read_num(&d.join("cpu.cfs_period_us"))?
                 .and_then(|p| u64::try_from(p).ok())
                 .unwrap_or(0);
@@ -358,8 +358,8 @@ impl CgroupManager for V1 {
             }
         }
         if let Some(d) = Self::dir_of(&dirs, "freezer") {
-            l.frozen = util::read_opt(&d.join("freezer.state"))?
-                .is_some_and(|s| s.trim() == "FROZEN");
+            l.frozen =
+                util::read_opt(&d.join("freezer.state"))?.is_some_and(|s| s.trim() == "FROZEN");
         }
         Ok(l)
     }

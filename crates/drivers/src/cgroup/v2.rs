@@ -179,8 +179,14 @@ impl CgroupManager for V2 {
         // chain[k] is the directory of the first k components of `<parent>/<leaf>`.
         let mut chain = vec![self.root.clone()];
         let mut first_created = None;
-        for comp in parent_comps.iter().copied().chain(std::iter::once(leaf.as_str())) {
-            let next = chain.last().map_or_else(|| self.root.join(comp), |d| d.join(comp));
+        for comp in parent_comps
+            .iter()
+            .copied()
+            .chain(std::iter::once(leaf.as_str()))
+        {
+            let next = chain
+                .last()
+                .map_or_else(|| self.root.join(comp), |d| d.join(comp));
             if util::mkdir(&next)? {
                 first_created.get_or_insert(chain.len() - 1);
             }
