@@ -30,8 +30,11 @@ pub trait Core: Send + Sync + 'static {
         sink: &'a str,
         interval: Option<Duration>,
     ) -> BoxFuture<'a, Result<PushAck, ApiError>>;
-    fn push_off<'a>(&'a self, key: &'a str, sink: &'a str)
-        -> BoxFuture<'a, Result<PushAck, ApiError>>;
+    fn push_off<'a>(
+        &'a self,
+        key: &'a str,
+        sink: &'a str,
+    ) -> BoxFuture<'a, Result<PushAck, ApiError>>;
     fn push_once<'a>(
         &'a self,
         key: &'a str,

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 pub(crate) struct Stop(watch::Receiver<bool>);
 
 impl Stop {
-    /// A signal tied to `sender`: it fires when `true` is sent.
+    /// The receiving end of a server's stop channel: it fires when the server sends `true`.
     pub(crate) fn new(receiver: watch::Receiver<bool>) -> Stop {
         Stop(receiver)
     }

@@ -171,7 +171,9 @@ mod tests {
         assert_eq!(b.sink, "stdout");
         assert_eq!(b.interval, Some(Duration::from_millis(1000)));
         assert_eq!(
-            parse_push_on(br#"{"sink":"stdout"}"#).expect("valid").interval,
+            parse_push_on(br#"{"sink":"stdout"}"#)
+                .expect("valid")
+                .interval,
             None
         );
         assert_eq!(
@@ -190,7 +192,10 @@ mod tests {
             field(parse_push_on(br#"{"sink":""}"#)).as_deref(),
             Some("sink")
         );
-        assert_eq!(field(parse_push_on(br#"{"sink":5}"#)).as_deref(), Some("sink"));
+        assert_eq!(
+            field(parse_push_on(br#"{"sink":5}"#)).as_deref(),
+            Some("sink")
+        );
         let e = parse_push_on(b"  ").expect_err("empty");
         assert!(e.message.contains("empty"), "{e}");
     }
@@ -226,18 +231,37 @@ mod tests {
     #[test]
     fn specs_and_patches_name_the_field() {
         let p = r#""process":{"command":["/bin/true"]}"#;
-        let bad_memory = format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"memory":"64Xi"}}}}"#);
-        assert_eq!(field(parse_spec(bad_memory.as_bytes())).as_deref(), Some("resources.memory"));
-        assert_eq!(field(parse_spec(br#"{"kind":"process"}"#)).as_deref(), Some("name"));
+        let bad_memory =
+            format!(r#"{{"name":"x","kind":"process",{p},"resources":{{"memory":"64Xi"}}}}"#);
+        assert_eq!(
+            field(parse_spec(bad_memory.as_bytes())).as_deref(),
+            Some("resources.memory")
+        );
+        assert_eq!(
+            field(parse_spec(br#"{"kind":"process"}"#)).as_deref(),
+            Some("name")
+        );
         assert_eq!(
             field(parse_spec(br#"{"name":"x","kind":"process","process":{}}"#)).as_deref(),
             Some("process.command")
         );
-        assert_eq!(field(parse_spec(br#"{"name":"x","kind":"process","x":1}"#)).as_deref(), Some("x"));
+        assert_eq!(
+            field(parse_spec(br#"{"name":"x","kind":"process","x":1}"#)).as_deref(),
+            Some("x")
+        );
         assert!(parse_spec(format!(r#"{{"name":"x","kind":"process",{p}}}"#).as_bytes()).is_ok());
-        assert_eq!(field(parse_patch(br#"{"resources":{"cpu":0}}"#)).as_deref(), Some("resources.cpu"));
-        assert_eq!(parse_patch(br#"{"paused":true}"#).expect("valid").paused, Some(true));
-        assert!(parse_spec(b"").expect_err("empty").message.contains("empty"));
+        assert_eq!(
+            field(parse_patch(br#"{"resources":{"cpu":0}}"#)).as_deref(),
+            Some("resources.cpu")
+        );
+        assert_eq!(
+            parse_patch(br#"{"paused":true}"#).expect("valid").paused,
+            Some(true)
+        );
+        assert!(parse_spec(b"")
+            .expect_err("empty")
+            .message
+            .contains("empty"));
     }
 
     #[test]

@@ -87,11 +87,17 @@ impl IntoResponse for HttpError {
         let body = match serde_json::to_vec(&Envelope { error: &self.body }) {
             Ok(b) => b,
             // Unreachable for a struct of strings; still answer with the status rather than panic.
-            Err(_) => br#"{"error":{"code":"internal","message":"error response could not be encoded"}}"#.to_vec(),
+            Err(_) => {
+                br#"{"error":{"code":"internal","message":"error response could not be encoded"}}"#
+                    .to_vec()
+            }
         };
         (
             self.status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             body,
         )
             .into_response()
@@ -124,7 +130,9 @@ mod tests {
             let r = HttpError::from(ApiError::new(code, "boom")).into_response();
             assert_eq!(r.status().as_u16(), status, "{name}");
             assert_eq!(
-                r.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+                r.headers()
+                    .get(header::CONTENT_TYPE)
+                    .map(HeaderValue::as_bytes),
                 Some(&b"application/json"[..])
             );
             let v = body_json(r).await;

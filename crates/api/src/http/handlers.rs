@@ -26,7 +26,8 @@ fn body_bytes(body: Body) -> Result<Bytes, HttpError> {
 }
 
 /// Request bodies are JSON. A missing Content-Type is accepted (hand-written clients often omit
-/// it); anything else is refused rather than guessed at.
+/// it), and so is `application/x-www-form-urlencoded`, which is what `curl -d` sends unless told
+/// otherwise: the body must still parse as JSON. Anything else is refused rather than guessed at.
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(v) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
@@ -39,7 +40,9 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    if mime == "application/json"
+        || mime == "application/x-www-form-urlencoded"
+        || (mime.starts_with("application/") && mime.ends_with("+json"))
     {
         return Ok(());
     }
@@ -87,7 +90,8 @@ pub async fn create(
     let mut resp = if wait {
         (StatusCode::CREATED, Json(&created.object)).into_response()
     } else {
-        let accepted = json!({"id": created.id, "event_id": created.event_id, "status": "accepted"});
+        let accepted =
+            json!({"id": created.id, "event_id": created.event_id, "status": "accepted"});
         (StatusCode::ACCEPTED, Json(accepted)).into_response()
     };
     if let Some(loc) = location(&created.id) {
@@ -302,22 +306,31 @@ mod tests {
             "application/merge-patch+json"
         )]))
         .is_ok());
-        let e = require_json(&headers(&[(
+        // curl -d's default type: accepted, the body must still be JSON.
+        assert!(require_json(&headers(&[(
             header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )]))
-        .expect_err("form");
+        .is_ok());
+        let e = require_json(&headers(&[(header::CONTENT_TYPE, "text/plain")]))
+            .expect_err("text");
         assert_eq!(e.code, ErrorCode::InvalidArgument);
     }
 
     #[test]
     fn event_stream_is_negotiated() {
-        assert!(wants_event_stream(&headers(&[(header::ACCEPT, "text/event-stream")])));
+        assert!(wants_event_stream(&headers(&[(
+            header::ACCEPT,
+            "text/event-stream"
+        )])));
         assert!(wants_event_stream(&headers(&[(
             header::ACCEPT,
             "application/json, Text/Event-Stream;q=0.9"
         )])));
-        assert!(!wants_event_stream(&headers(&[(header::ACCEPT, "application/json")])));
+        assert!(!wants_event_stream(&headers(&[(
+            header::ACCEPT,
+            "application/json"
+        )])));
         assert!(!wants_event_stream(&headers(&[])));
     }
 }

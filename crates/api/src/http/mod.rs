@@ -56,7 +56,10 @@ fn route_table() -> [(&'static str, MethodRouter<Api>); 12] {
     use handlers as h;
     [
         (paths::OBJECTS, post(h::create).get(h::list)),
-        (paths::OBJECT, get(h::get).patch(h::update).delete(h::delete)),
+        (
+            paths::OBJECT,
+            get(h::get).patch(h::update).delete(h::delete),
+        ),
         (paths::PUSH_ON, post(h::push_on)),
         (paths::PUSH_OFF, post(h::push_off)),
         (paths::PUSH_ONCE, post(h::push_once)),
@@ -121,7 +124,8 @@ mod tests {
 
     #[test]
     fn openapi_documents_every_route() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+        let doc: serde_json::Value =
+            serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
         assert_eq!(doc["openapi"], "3.0.3");
         let paths = doc["paths"].as_object().expect("paths");
         for (route, _) in route_table() {

@@ -112,10 +112,7 @@ mod tests {
             field(Query::parse(Some("wiat=true"), &["wait"])).as_deref(),
             Some("wiat")
         );
-        assert_eq!(
-            field(Query::parse(Some("x=1"), &[])).as_deref(),
-            Some("x")
-        );
+        assert_eq!(field(Query::parse(Some("x=1"), &[])).as_deref(), Some("x"));
         assert_eq!(
             field(Query::parse(Some("wait=1&wait=0"), &["wait"])).as_deref(),
             Some("wait")
@@ -125,9 +122,15 @@ mod tests {
             Some("wait")
         );
         let q = Query::parse(Some("wait=maybe"), &["wait"]).expect("parses");
-        assert_eq!(q.bool("wait").expect_err("bad").field.as_deref(), Some("wait"));
+        assert_eq!(
+            q.bool("wait").expect_err("bad").field.as_deref(),
+            Some("wait")
+        );
         let q = Query::parse(Some("since=-3"), &["since"]).expect("parses");
-        assert_eq!(q.u64("since").expect_err("bad").field.as_deref(), Some("since"));
+        assert_eq!(
+            q.u64("since").expect_err("bad").field.as_deref(),
+            Some("since")
+        );
     }
 
     #[test]

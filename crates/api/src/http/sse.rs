@@ -13,8 +13,8 @@ use std::convert::Infallible;
 /// The live stream; it ends when the server shuts down. Keep-alive comments stop idle proxies
 /// from closing a quiet stream.
 pub fn stream(api: &Api, since: Option<u64>) -> Response {
-    let events = feed(api.core.clone(), since, api.stop.clone())
-        .map(|e| Ok::<_, Infallible>(to_sse(&e)));
+    let events =
+        feed(api.core.clone(), since, api.stop.clone()).map(|e| Ok::<_, Infallible>(to_sse(&e)));
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
