@@ -15,20 +15,20 @@ struct Family {
     get: fn(&Sample) -> Option<f64>,
 }
 
-const NS: f64 = 1e-9;
+const NS_PER_S: f64 = 1e9;
 
 const FAMILIES: &[Family] = &[
     Family {
         name: "nodeagent_cpu_usage_seconds_total",
         kind: "counter",
         help: "CPU time used.",
-        get: |s| s.cpu_usage_ns.map(|v| v as f64 * NS),
+        get: |s| s.cpu_usage_ns.map(|v| v as f64 / NS_PER_S),
     },
     Family {
         name: "nodeagent_cpu_throttled_seconds_total",
         kind: "counter",
         help: "Time the CFS quota held the object back.",
-        get: |s| s.cpu_throttled_ns.map(|v| v as f64 * NS),
+        get: |s| s.cpu_throttled_ns.map(|v| v as f64 / NS_PER_S),
     },
     Family {
         name: "nodeagent_memory_usage_bytes",
@@ -195,7 +195,7 @@ fn host_families(
     ] {
         out.push_str(n);
         labels(out, id, name, kind, Some(("mode", mode)));
-        value(out, v as f64 * NS);
+        value(out, v as f64 / NS_PER_S);
     }
     let gauges: [(&str, &str, f64); 9] = [
         ("nodeagent_host_cpus", "Online CPUs.", h.cpus as f64),
