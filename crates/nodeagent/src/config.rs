@@ -191,7 +191,9 @@ pub struct Env {
 impl Env {
     pub fn from_process() -> Env {
         Env {
-            rust_log: std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty()),
+            rust_log: std::env::var("RUST_LOG")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
         }
     }
 }
@@ -477,7 +479,10 @@ mod tests {
         "#;
         let c = layer(file, RunArgs::default()).expect("valid");
         assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
-        assert_eq!(c.heartbeat_sinks, vec!["up".to_string(), "stdout".to_string()]);
+        assert_eq!(
+            c.heartbeat_sinks,
+            vec!["up".to_string(), "stdout".to_string()]
+        );
         assert_eq!(c.sinks.len(), 1);
         assert_eq!(c.sinks[0].kind, SinkType::Grpc);
         let core = c.core_config();
@@ -490,15 +495,24 @@ mod tests {
         let cases = [
             ("listne = \"x\"", "listne"),
             ("[heartbeat]\nintervl = \"1s\"", "intervl"),
-            ("[[sink]]\nname = \"a\"\ntype = \"file\"\nbogus = 1", "bogus"),
+            (
+                "[[sink]]\nname = \"a\"\ntype = \"file\"\nbogus = 1",
+                "bogus",
+            ),
             ("[[sink]]\nname = \"a\"\ntype = \"kafka\"", "kafka"),
             ("stop_grace = \"5 parsecs\"", "stop_grace"),
             ("[[sink]]\nname = \"a\"\ntype = \"grpc\"", "address"),
-            ("[[sink]]\nname = \"file\"\ntype = \"file\"", "already taken"),
+            (
+                "[[sink]]\nname = \"file\"\ntype = \"file\"",
+                "already taken",
+            ),
             ("[heartbeat]\nsinks = [\"nope\"]", "nope"),
             ("cgroup_parent = \"relative\"", "cgroup_parent"),
             ("ring_size = 0", "ring_size"),
-            ("heartbeat_interval = \"1s\"\n[heartbeat]\ninterval = \"2s\"", "both"),
+            (
+                "heartbeat_interval = \"1s\"\n[heartbeat]\ninterval = \"2s\"",
+                "both",
+            ),
         ];
         for (file, needle) in cases {
             let err = match layer(file, RunArgs::default()) {
@@ -511,8 +525,11 @@ mod tests {
 
     #[test]
     fn prints_as_toml_that_reads_back() {
-        let c = layer("[[sink]]\nname = \"n\"\ntype = \"nats\"\nurl = \"nats://x\"", RunArgs::default())
-            .expect("valid");
+        let c = layer(
+            "[[sink]]\nname = \"n\"\ntype = \"nats\"\nurl = \"nats://x\"",
+            RunArgs::default(),
+        )
+        .expect("valid");
         let text = c.to_toml().expect("toml");
         let back = layer(&text, RunArgs::default()).expect("reads back");
         assert_eq!(back, c);

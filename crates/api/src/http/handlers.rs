@@ -312,8 +312,7 @@ mod tests {
             "application/x-www-form-urlencoded",
         )]))
         .is_ok());
-        let e = require_json(&headers(&[(header::CONTENT_TYPE, "text/plain")]))
-            .expect_err("text");
+        let e = require_json(&headers(&[(header::CONTENT_TYPE, "text/plain")])).expect_err("text");
         assert_eq!(e.code, ErrorCode::InvalidArgument);
     }
 

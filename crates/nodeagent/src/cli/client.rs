@@ -196,10 +196,7 @@ async fn connect<S>(
         })
 }
 
-async fn send<S>(
-    stream: S,
-    req: Request<Full<Bytes>>,
-) -> anyhow::Result<(hyper::StatusCode, Bytes)>
+async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> anyhow::Result<(hyper::StatusCode, Bytes)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -242,7 +239,10 @@ fn server_error(status: u16, body: &[u8]) -> ApiError {
 /// Accepts `http://HOST:PORT`, `HOST:PORT` and `unix:PATH`.
 fn parse_addr(addr: &str) -> anyhow::Result<Target> {
     let a = addr.trim();
-    if let Some(path) = a.strip_prefix("unix://").or_else(|| a.strip_prefix("unix:")) {
+    if let Some(path) = a
+        .strip_prefix("unix://")
+        .or_else(|| a.strip_prefix("unix:"))
+    {
         return Ok(Target::Unix(PathBuf::from(path)));
     }
     if a.starts_with("https://") {
@@ -297,7 +297,10 @@ mod tests {
             400,
             br#"{"error":{"code":"invalid_argument","message":"bad unit","field":"resources.memory"}}"#,
         );
-        assert_eq!(e.to_string(), "resources.memory: bad unit (invalid_argument)");
+        assert_eq!(
+            e.to_string(),
+            "resources.memory: bad unit (invalid_argument)"
+        );
         let e = server_error(502, b"bad gateway");
         assert_eq!(e.to_string(), "HTTP 502: bad gateway (internal)");
     }

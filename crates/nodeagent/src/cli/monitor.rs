@@ -67,7 +67,10 @@ pub async fn push(client: &Client, out: OutputFormat, args: PushArgs) -> anyhow:
 
 fn push_summary(action: PushAction, args: &PushArgs, ack: &Value) -> String {
     let id = ack.get("id").and_then(Value::as_str).unwrap_or(&args.id);
-    let sink = ack.get("sink").and_then(Value::as_str).unwrap_or(&args.sink);
+    let sink = ack
+        .get("sink")
+        .and_then(Value::as_str)
+        .unwrap_or(&args.sink);
     match action {
         PushAction::On => {
             let every = ack
@@ -243,7 +246,10 @@ mod tests {
         assert_eq!(lines.len(), 3, "{t}");
         assert!(lines[0].starts_with("SEQ"), "{t}");
         assert!(lines[1].contains("1Mi") && lines[1].contains(" - "), "{t}");
-        assert!(lines[2].contains("0.500") && lines[2].contains("2Ki/0B"), "{t}");
+        assert!(
+            lines[2].contains("0.500") && lines[2].contains("2Ki/0B"),
+            "{t}"
+        );
         let t = samples_table(&answer, Some(1));
         assert_eq!(t.lines().count(), 2, "{t}");
         assert!(t.contains("0.500"), "{t}");

@@ -88,9 +88,7 @@ pub async fn create(client: &Client, out: OutputFormat, args: CreateArgs) -> any
 pub async fn get(client: &Client, out: OutputFormat, args: GetArgs) -> anyhow::Result<()> {
     match args.id {
         Some(id) => {
-            let obj = client
-                .get(&format!("/v1/objects/{}", segment(&id)))
-                .await?;
+            let obj = client.get(&format!("/v1/objects/{}", segment(&id))).await?;
             match out {
                 OutputFormat::Json => print!("{}", output::json(&obj)),
                 OutputFormat::Table => print!("{}", describe(&obj)),
@@ -178,8 +176,8 @@ fn read_specs(file: &PathBuf) -> anyhow::Result<Vec<Value>> {
             .with_context(|| format!("reading spec file {}", file.display()))?;
         (s, file.display().to_string())
     };
-    let is_json = file.extension().is_some_and(|e| e == "json")
-        || text.trim_start().starts_with(['{', '[']);
+    let is_json =
+        file.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with(['{', '[']);
     let specs = parse_specs(&text, is_json).with_context(|| format!("parsing {name}"))?;
     if specs.is_empty() {
         anyhow::bail!("{name} holds no spec");
@@ -209,7 +207,11 @@ fn parse_specs(text: &str, is_json: bool) -> anyhow::Result<Vec<Value>> {
 /// or `accepted ... event=12` for an answer that does not wait.
 fn summary(verb: &str, answer: &Value) -> String {
     let status = answer.get("status").and_then(Value::as_str).unwrap_or("");
-    let verb = if status == "accepted" { "accepted" } else { verb };
+    let verb = if status == "accepted" {
+        "accepted"
+    } else {
+        verb
+    };
     let obj = answer.get("object").unwrap_or(answer);
     let mut line = verb.to_string();
     for key in ["kind", "name"] {
@@ -228,7 +230,11 @@ fn summary(verb: &str, answer: &Value) -> String {
         }
         if let Some(v) = obj.get(key).or_else(|| answer.get(key)) {
             if !v.is_null() {
-                line.push_str(&format!(" {}={}", key.trim_end_matches("_id"), output::cell(Some(v))));
+                line.push_str(&format!(
+                    " {}={}",
+                    key.trim_end_matches("_id"),
+                    output::cell(Some(v))
+                ));
             }
         }
     }
@@ -242,7 +248,9 @@ fn list_table(list: &Value) -> String {
         .and_then(Value::as_array)
         .or_else(|| list.as_array())
         .unwrap_or(&empty);
-    let mut t = Table::new(&["ID", "NAME", "KIND", "STATUS", "PID", "CPU", "MEMORY", "AGE"]);
+    let mut t = Table::new(&[
+        "ID", "NAME", "KIND", "STATUS", "PID", "CPU", "MEMORY", "AGE",
+    ]);
     for o in objects {
         let res = o.pointer("/spec/resources");
         let cpu = res.and_then(|r| r.get("cpu"));
@@ -316,7 +324,8 @@ mod tests {
 
     #[test]
     fn summaries() {
-        let obj = json!({"id": "ab", "name": "web", "kind": "process", "status": "running", "pid": 7});
+        let obj =
+            json!({"id": "ab", "name": "web", "kind": "process", "status": "running", "pid": 7});
         assert_eq!(
             summary("created", &obj),
             "created process web id=ab status=running pid=7"

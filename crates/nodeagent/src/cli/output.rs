@@ -54,7 +54,7 @@ pub fn key_values(pairs: &[(String, String)]) -> String {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in pairs {
-        out.push_str(&format!("{k:<w$}   {v}").trim_end().to_string());
+        out.push_str(format!("{k:<w$}   {v}").trim_end());
         out.push('\n');
     }
     out
@@ -191,7 +191,10 @@ mod tests {
         let mut out = Vec::new();
         flatten(&v, "", &mut out);
         let keys: Vec<_> = out.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        assert_eq!(keys, vec!["a.b=1", "a.c=[\"x\",\"y\"]", "f[0].g=h", "s=str"]);
+        assert_eq!(
+            keys,
+            vec!["a.b=1", "a.c=[\"x\",\"y\"]", "f[0].g=h", "s=str"]
+        );
         assert_eq!(key_values(&out[..2]), "a.b   1\na.c   [\"x\",\"y\"]\n");
     }
 
@@ -203,7 +206,10 @@ mod tests {
         assert_eq!(age(5), "5s");
         assert_eq!(age(600), "10m");
         assert_eq!(age(3 * 86400), "3d");
-        assert_eq!(time_of_day(&json!("2024-05-01T12:34:56.789012345Z")), "12:34:56.789");
+        assert_eq!(
+            time_of_day(&json!("2024-05-01T12:34:56.789012345Z")),
+            "12:34:56.789"
+        );
         assert_eq!(time_of_day(&json!("2024-05-01T12:34:56Z")), "12:34:56.000");
         assert_eq!(time_of_day(&json!(null)), "-");
         assert_eq!(cell(Some(&json!(5))), "5");

@@ -1,0 +1,381 @@
+//! The daemon as a program: configuration layering, help, the socket, start-up failures and
+//! signals.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{free_port, require_cgroup_v1, try_http, Daemon, Opts};
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
+fn write_config(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("nodeagent.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// flag > environment > file, for the real listener.
+#[test]
+fn config_precedence_for_listen() {
+    require_cgroup_v1();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (free_port(), free_port(), free_port());
+    let config = write_config(dir.path(), &format!("listen = \"127.0.0.1:{a}\"\n"));
+    let env = vec![("NODEAGENT_LISTEN".to_string(), format!("127.0.0.1:{b}"))];
+
+    // All three: the flag wins.
+    let d = Daemon::start_with(Opts {
+        args: vec![
+            "--config".into(),
+            config.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{c}"),
+        ],
+        env: env.clone(),
+        no_listen_flag: true,
+        port: Some(c),
+        ..Opts::default()
+    });
+    assert!(
+        try_http(a, "GET", "/healthz", None).is_err(),
+        "file's port answers"
+    );
+    assert!(
+        try_http(b, "GET", "/healthz", None).is_err(),
+        "env's port answers"
+    );
+    drop(d);
+
+    // File and environment: the environment wins.
+    let d = Daemon::start_with(Opts {
+        args: vec!["--config".into(), config.clone()],
+        env,
+        no_listen_flag: true,
+        port: Some(b),
+        ..Opts::default()
+    });
+    assert!(
+        try_http(a, "GET", "/healthz", None).is_err(),
+        "file's port answers"
+    );
+    drop(d);
+
+    // The file alone.
+    let d = Daemon::start_with(Opts {
+        args: vec!["--config".into(), config],
+        no_listen_flag: true,
+        port: Some(a),
+        ..Opts::default()
+    });
+    drop(d);
+}
+
+/// The whole layering, checked through `--print-config` (no daemon needed).
+#[test]
+fn config_layers_in_print_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+listen = "127.0.0.1:1"
+state_dir = "/tmp/from-file"
+ring_size = 11
+stop_grace = "3s"
+log_level = "debug"
+node_name = "file-node"
+
+[heartbeat]
+interval = "2s"
+sinks = ["stdout", "up"]
+
+[[sink]]
+name = "up"
+type = "grpc"
+address = "http://127.0.0.1:7465"
+"#,
+    );
+    let print = |env: &[(&str, &str)], args: &[&str]| -> toml::Table {
+        let o = common::command()
+            .args(["run", "--print-config", "--config", &config])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        toml::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap()
+    };
+
+    let t = print(&[], &[]);
+    assert_eq!(t["listen"].as_str(), Some("127.0.0.1:1"));
+    assert_eq!(t["state_dir"].as_str(), Some("/tmp/from-file"));
+    assert_eq!(t["socket"].as_str(), Some("/tmp/from-file/nodeagent.sock"));
+    assert_eq!(t["ring_size"].as_integer(), Some(11));
+    assert_eq!(t["stop_grace"].as_str(), Some("3s"));
+    assert_eq!(t["log_level"].as_str(), Some("debug"));
+    assert_eq!(t["node_name"].as_str(), Some("file-node"));
+    assert_eq!(t["heartbeat"]["interval"].as_str(), Some("2s"));
+    assert_eq!(t["sink"][0]["name"].as_str(), Some("up"));
+    assert_eq!(t["cgroup_root"].as_str(), Some("/sys/fs/cgroup"));
+
+    let env = [
+        ("NODEAGENT_RING_SIZE", "22"),
+        ("NODEAGENT_STATE_DIR", "/tmp/from-env"),
+        ("NODEAGENT_STOP_GRACE", "4s"),
+        ("RUST_LOG", "warn"),
+        ("NODEAGENT_CGROUP_PARENT", "/from-env"),
+    ];
+    let t = print(&env, &[]);
+    assert_eq!(t["ring_size"].as_integer(), Some(22));
+    assert_eq!(t["state_dir"].as_str(), Some("/tmp/from-env"));
+    assert_eq!(t["socket"].as_str(), Some("/tmp/from-env/nodeagent.sock"));
+    assert_eq!(t["stop_grace"].as_str(), Some("4s"));
+    assert_eq!(t["log_level"].as_str(), Some("warn"));
+    assert_eq!(t["cgroup_parent"].as_str(), Some("/from-env"));
+
+    let t = print(
+        &env,
+        &[
+            "--ring-size",
+            "33",
+            "--state-dir",
+            "/tmp/from-flag",
+            "--log-level",
+            "trace",
+            "--heartbeat-interval",
+            "500ms",
+        ],
+    );
+    assert_eq!(t["ring_size"].as_integer(), Some(33));
+    assert_eq!(t["state_dir"].as_str(), Some("/tmp/from-flag"));
+    assert_eq!(t["log_level"].as_str(), Some("trace"));
+    assert_eq!(t["heartbeat"]["interval"].as_str(), Some("500ms"));
+    assert_eq!(t["stop_grace"].as_str(), Some("4s"));
+}
+
+/// An unknown key in the config file stops start-up, naming the key.
+#[test]
+fn unknown_config_key_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n",
+    );
+    let o = common::command()
+        .args(["run", "--config", &config, "--state-dir"])
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("listen_addr"), "{err}");
+    assert!(
+        err.contains(&config),
+        "the message should name the file: {err}"
+    );
+    // Nothing was started: no state dir.
+    assert!(!dir.path().join("state").exists());
+
+    let o = common::command()
+        .args(["run", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.toml"));
+}
+
+/// `run --help` documents every option, its variable, its default and the precedence.
+#[test]
+fn run_help_documents_every_option() {
+    let o = common::command().args(["run", "--help"]).output().unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    // One entry per option: from a line starting with `-` (after indentation) to the next.
+    let mut entries: Vec<String> = Vec::new();
+    for line in help.lines() {
+        if line.trim_start().starts_with('-') {
+            entries.push(String::new());
+        }
+        if let Some(e) = entries.last_mut() {
+            e.push_str(line);
+            e.push('\n');
+        }
+    }
+    for (flag, default) in [
+        ("config", "none"),
+        ("listen", "127.0.0.1:7464"),
+        ("state-dir", "./nodeagent-data"),
+        ("socket", "<state-dir>/nodeagent.sock"),
+        ("cgroup-root", "/sys/fs/cgroup"),
+        ("proc-root", "/proc"),
+        ("cgroup-parent", "nodeagent"),
+        ("node-name", "hostname"),
+        ("log-level", "info"),
+        ("ring-size", "300"),
+        ("heartbeat-interval", "10s"),
+        ("stop-grace", "5s"),
+    ] {
+        let env = format!("NODEAGENT_{}", flag.to_uppercase().replace('-', "_"));
+        let entry = entries
+            .iter()
+            .find(|e| e.trim_start().starts_with(&format!("--{flag} ")))
+            .unwrap_or_else(|| panic!("no --{flag} in:\n{help}"));
+        assert!(
+            entry.contains(&format!("[env: {env}=")),
+            "no {env} in {entry:?}"
+        );
+        assert!(
+            entry.contains("[default: ") && entry.contains(default),
+            "--{flag}: default {default:?} not documented in {entry:?}"
+        );
+    }
+    assert!(help.contains("RUST_LOG"), "{help}");
+    for layer in [
+        "built-in defaults",
+        "TOML file",
+        "environment variables",
+        "command-line flags",
+    ] {
+        assert!(help.contains(layer), "precedence: no {layer:?} in:\n{help}");
+    }
+    let order: Vec<usize> = [
+        "1. built-in",
+        "2. the TOML",
+        "3. environment",
+        "4. command-line",
+    ]
+    .iter()
+    .map(|s| {
+        help.find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in:\n{help}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{help}");
+}
+
+/// The socket is 0600, a stale socket file is replaced, a second agent on the same state dir is
+/// refused, and SIGTERM stops the daemon cleanly and removes the socket.
+#[test]
+fn socket_mode_and_lifecycle() {
+    require_cgroup_v1();
+    let tmp = tempfile::tempdir().unwrap();
+    // A stale socket left by a daemon that died.
+    let stale_dir = tmp.path().join("state");
+    std::fs::create_dir_all(&stale_dir).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(stale_dir.join("nodeagent.sock")).unwrap());
+    assert!(stale_dir.join("nodeagent.sock").exists());
+
+    let mut d = Daemon::start_with(Opts {
+        state_dir: Some(stale_dir.clone()),
+        ..Opts::default()
+    });
+    let sock = stale_dir.join("nodeagent.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+
+    // It answers on the socket.
+    let o = common::command()
+        .arg("--state-dir")
+        .arg(&stale_dir)
+        .arg("host")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The ready line names every address.
+    let log = d.log();
+    let ready = log
+        .lines()
+        .find(|l| l.contains("nodeagent ready"))
+        .unwrap_or_else(|| panic!("no ready line in:\n{log}"));
+    assert!(
+        ready.contains(&format!("http=127.0.0.1:{}", d.port)),
+        "{ready}"
+    );
+    assert!(
+        ready.contains(&format!("grpc=127.0.0.1:{}", d.port)),
+        "{ready}"
+    );
+    assert!(
+        ready.contains(&format!("socket={}", sock.display())),
+        "{ready}"
+    );
+    assert_eq!(log.matches("nodeagent ready").count(), 1, "{log}");
+
+    // A second agent on the same state dir is refused and leaves the first one alone.
+    let o = common::command()
+        .args(["run", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(&stale_dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already serving"), "{err}");
+    assert!(sock.exists());
+
+    let st = d.stop();
+    assert!(
+        st.success(),
+        "exit status after SIGTERM: {st}; log:\n{}",
+        d.log()
+    );
+    assert!(!sock.exists(), "socket left behind after shutdown");
+}
+
+/// A port in use is reported, with the address, and the exit status is non-zero.
+#[test]
+fn bind_failure_is_reported() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let o = common::command()
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+    drop(busy);
+}
+
+/// A second signal during a slow shutdown exits at once. A request whose body never finishes
+/// holds the graceful drain open; the first SIGTERM must leave the daemon draining, the second
+/// must end it.
+#[test]
+fn second_signal_exits_at_once() {
+    use std::io::Write as _;
+    require_cgroup_v1();
+    let mut d = Daemon::start();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(
+        b"POST /v1/objects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !d.exited(),
+        "the daemon did not wait for the request in flight, so this test cannot check the \
+         second signal; log:\n{}",
+        d.log()
+    );
+    d.signal(libc::SIGTERM);
+    let st = d
+        .wait_exit(Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("still running after the second signal; log:\n{}", d.log()));
+    assert!(
+        !st.success(),
+        "a forced exit should not report success: {st}"
+    );
+    assert!(d.log().contains("second signal"), "{}", d.log());
+    drop(s);
+}

@@ -1,0 +1,252 @@
+//! The CLI against a real daemon over its unix socket, and over TCP with --addr.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{cgroup_dir, eventually, read_trim, require_cgroup_v1, Daemon};
+use serde_json::Value;
+use std::process::Output;
+use std::time::Duration;
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+const SPEC: &str = "\
+# A process, as an operator would write it.
+name: cli-1
+kind: process
+labels:
+  team: a
+process:
+  command: [/bin/sleep, \"300\"]
+resources:
+  cpu: 0.25
+  memory: 64Mi
+collect:
+  interval: 100ms
+";
+
+#[test]
+fn cli_lifecycle_over_the_socket() {
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(&spec, SPEC).unwrap();
+
+    // create -f spec.yaml --wait
+    let out = ok(d.cli(&["create", "-f", spec.to_str().unwrap(), "--wait"]));
+    assert!(out.contains("created process cli-1"), "{out}");
+    assert!(out.contains("status=running"), "{out}");
+    let id = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("id="))
+        .unwrap_or_else(|| panic!("no id in {out:?}"))
+        .to_string();
+
+    // get: the list table
+    let out = ok(d.cli(&["get"]));
+    let header = out.lines().next().unwrap_or("");
+    for col in [
+        "ID", "NAME", "KIND", "STATUS", "PID", "CPU", "MEMORY", "AGE",
+    ] {
+        assert!(header.contains(col), "no {col} in header {header:?}");
+    }
+    let row = out
+        .lines()
+        .find(|l| l.contains("cli-1"))
+        .unwrap_or_else(|| panic!("no cli-1 row:\n{out}"));
+    for cell in [id.as_str(), "process", "running", "0.25", "64Mi"] {
+        assert!(row.contains(cell), "no {cell:?} in {row:?}");
+    }
+
+    // get -o json: the server's JSON
+    let out = ok(d.cli(&["get", "-o", "json"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["id"] == id.as_str()),
+        "{v}"
+    );
+
+    // get NAME: key/value
+    let out = ok(d.cli(&["get", "cli-1"]));
+    assert!(
+        out.lines().any(|l| l.starts_with("id") && l.contains(&id)),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("status") && l.contains("running")),
+        "{out}"
+    );
+    let out = ok(d.cli(&["-o", "json", "get", "cli-1"]));
+    let obj: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(obj["id"], id.as_str());
+    let pid = obj["pid"].as_u64().unwrap() as u32;
+    let cpu = cgroup_dir(pid, "cpu");
+    assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "25000");
+
+    // update --cpu 0.5 --wait: in the file on return
+    let out = ok(d.cli(&["update", &id, "--cpu", "0.5", "--wait"]));
+    assert!(out.contains("updated"), "{out}");
+    assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "50000");
+
+    // A bad value: the server's error, with the field, on stderr; exit 1.
+    let o = d.cli(&["update", &id, "--memory", "64Xi"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: resources.memory: "), "{err}");
+    assert!(err.trim_end().ends_with("(invalid_argument)"), "{err}");
+
+    // metrics: samples with a CPU rate once there are two.
+    let out = eventually(Duration::from_secs(10), "two samples in `metrics`", || {
+        let out = ok(d.cli(&["metrics", &id]));
+        (out.lines().count() >= 3).then_some(out)
+    });
+    let header = out.lines().next().unwrap_or("");
+    for col in ["SEQ", "TIME", "CPU", "MEMORY", "PIDS", "IO", "NET"] {
+        assert!(header.contains(col), "no {col} in header {header:?}");
+    }
+    let out = ok(d.cli(&["metrics", &id, "--limit", "1"]));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let out = ok(d.cli(&["metrics", &id, "-o", "json", "--limit", "2"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["samples"].as_array().map(|a| a.len()), Some(2), "{v}");
+
+    // push once to the file sink
+    let out = ok(d.cli(&["push", "once", &id, "--sink", "file"]));
+    assert!(out.contains("sent sample"), "{out}");
+    let out = ok(d.cli(&["push", "on", &id, "--sink", "stdout", "--interval", "1s"]));
+    assert!(out.contains("push on"), "{out}");
+    let out = ok(d.cli(&["push", "off", &id, "--sink", "stdout"]));
+    assert!(out.contains("push off"), "{out}");
+
+    // events
+    let out = ok(d.cli(&["events"]));
+    let header = out.lines().next().unwrap_or("");
+    for col in ["SEQ", "TIME", "KIND", "OBJECT", "MESSAGE"] {
+        assert!(header.contains(col), "no {col} in header {header:?}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.contains("created") && l.contains("cli-1")),
+        "{out}"
+    );
+    let out = ok(d.cli(&["events", "-o", "json", "--since", "0"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["events"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+
+    // host
+    let out = ok(d.cli(&["host"]));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cgroup_version") && l.contains("v1")),
+        "{out}"
+    );
+
+    // The same daemon over TCP.
+    let addr = format!("http://127.0.0.1:{}", d.port);
+    let out = ok(d.cli(&["--addr", &addr, "get", &id]));
+    assert!(out.contains("cli-1"), "{out}");
+
+    // delete --wait
+    let out = ok(d.cli(&["delete", &id, "--wait"]));
+    assert!(out.contains("deleted"), "{out}");
+    assert!(common::process_gone(pid), "pid {pid} survived delete");
+    assert!(!cpu.exists(), "{} survived delete", cpu.display());
+
+    // Unknown object: exit 1, error naming the code.
+    let o = d.cli(&["get", "no-such-object"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("(not_found)"), "{}", stderr(&o));
+}
+
+/// A spec on standard input, and a bad one: the server's field name reaches the user.
+#[test]
+fn cli_create_from_stdin_and_bad_spec() {
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"name":"x","kind":"process","process":{"command":["/bin/true"]},"resources":{"memory":"64Xi"}}"#,
+    )
+    .unwrap();
+    let o = d.cli(&["create", "-f", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("error: resources.memory:"), "{err}");
+
+    let mut child = common::command()
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .args(["create", "-f", "-", "--wait", "-o", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(SPEC.replace("cli-1", "stdin-1").as_bytes())
+            .unwrap();
+    }
+    let out = ok(child.wait_with_output().unwrap());
+    let obj: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(obj["name"], "stdin-1");
+    assert_eq!(obj["status"], "running");
+    let id = obj["id"].as_str().unwrap().to_string();
+    ok(d.cli(&["delete", &id, "--wait"]));
+}
+
+/// Without a daemon, the CLI says which socket it tried and how to start one.
+#[test]
+fn cli_without_daemon_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = common::command()
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("get")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let sock = dir.path().join("nodeagent.sock");
+    assert!(err.contains(&sock.display().to_string()), "{err}");
+    assert!(err.contains("nodeagent run"), "{err}");
+
+    let port = common::free_port();
+    let o = common::command()
+        .args(["--addr", &format!("http://127.0.0.1:{port}"), "host"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("nodeagent run"), "{err}");
+}
