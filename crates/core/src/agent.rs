@@ -224,7 +224,6 @@ impl Agent {
     /// The host object: always present, read-only, sampled every `host_interval`, and reported
     /// to the heartbeat sinks (the seed's heartbeat).
     fn add_host(&mut self) {
-        let now = Timestamp::now();
         let spec = ObjectSpec {
             name: self.node.to_string(),
             kind: Kind::Host,
@@ -241,25 +240,8 @@ impl Agent {
         for s in &self.cfg.heartbeat_sinks {
             push.insert(s.clone(), Duration(self.cfg.heartbeat_interval));
         }
-        let obj = Object {
-            id: HOST_ID.into(),
-            name: self.node.to_string(),
-            kind: Kind::Host,
-            status: Status::Running,
-            spec,
-            pid: None,
-            exit_code: None,
-            exit_signal: None,
-            created_at: now,
-            updated_at: now,
-            paused: false,
-            restarts: 0,
-            cgroup: None,
-            stdout_path: None,
-            stderr_path: None,
-            push: push.clone(),
-            message: None,
-        };
+        let mut obj = Object::new(HOST_ID.into(), spec, Status::Running);
+        obj.push = push.clone();
         let series = self.shared.series.insert(Series::new(
             HOST_ID.into(),
             obj.name.clone(),
@@ -432,38 +414,9 @@ impl Agent {
             )
             .with_field("name"));
         }
-        if let Some(cs) = &spec.resources.cpuset {
-            if let Some(bad) = cs.cpus().into_iter().find(|c| *c >= self.facts.cpus) {
-                return Err(ApiError::invalid(
-                    "resources.cpuset",
-                    format!(
-                        "CPU {bad} does not exist; this node has CPUs 0-{}",
-                        self.facts.cpus.saturating_sub(1)
-                    ),
-                ));
-            }
-        }
+        self.check_cpuset(&spec.resources)?;
         let id = new_object_id();
-        let now = Timestamp::now();
-        let mut obj = Object {
-            id: id.clone(),
-            name: spec.name.clone(),
-            kind: spec.kind,
-            status: Status::Pending,
-            spec,
-            pid: None,
-            exit_code: None,
-            exit_signal: None,
-            created_at: now,
-            updated_at: now,
-            paused: false,
-            restarts: 0,
-            cgroup: None,
-            stdout_path: None,
-            stderr_path: None,
-            push: BTreeMap::new(),
-            message: None,
-        };
+        let mut obj = Object::new(id.clone(), spec, Status::Pending);
         let (cg, work, net_pid) = match obj.kind {
             Kind::Process => {
                 let (cg, sp) = self.processes.create(&id, &obj.spec)?;
@@ -574,8 +527,27 @@ impl Agent {
         }
     }
 
+    /// The kernel would take a cpuset naming absent CPUs only to fail later; refuse it here.
+    fn check_cpuset(&self, r: &Resources) -> Result<(), ApiError> {
+        if let Some(cs) = &r.cpuset {
+            if let Some(bad) = cs.cpus().into_iter().find(|c| *c >= self.facts.cpus) {
+                return Err(ApiError::invalid(
+                    "resources.cpuset",
+                    format!(
+                        "CPU {bad} does not exist; this node has CPUs 0-{}",
+                        self.facts.cpus.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn update(&mut self, key: &str, patch: ObjectPatch) -> Result<Object, ApiError> {
         let id = self.id_of(key)?;
+        if let Some(r) = &patch.resources {
+            self.check_cpuset(r)?;
+        }
         let cgroups = self.cgroups.clone();
         let e = self
             .objects
@@ -593,17 +565,6 @@ impl Agent {
         let Some(cg) = e.cg.clone() else {
             return Err(ApiError::precondition("object has no cgroup to update"));
         };
-        if let Some(cs) = patch.resources.as_ref().and_then(|r| r.cpuset.as_ref()) {
-            if let Some(bad) = cs.cpus().into_iter().find(|c| *c >= self.facts.cpus) {
-                return Err(ApiError::invalid(
-                    "resources.cpuset",
-                    format!(
-                        "CPU {bad} does not exist; this node has CPUs 0-{}",
-                        self.facts.cpus.saturating_sub(1)
-                    ),
-                ));
-            }
-        }
         let mut changed = Vec::new();
         if let Some(r) = &patch.resources {
             // The fast path: straight to cgroupfs. The spec records only what was applied.

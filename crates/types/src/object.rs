@@ -78,6 +78,32 @@ pub struct Object {
     pub message: Option<String>,
 }
 
+impl Object {
+    /// A new object from its spec, with nothing known yet about its workload.
+    pub fn new(id: ObjectId, spec: ObjectSpec, status: Status) -> Object {
+        let now = Timestamp::now();
+        Object {
+            id,
+            name: spec.name.clone(),
+            kind: spec.kind,
+            status,
+            spec,
+            pid: None,
+            exit_code: None,
+            exit_signal: None,
+            created_at: now,
+            updated_at: now,
+            paused: false,
+            restarts: 0,
+            cgroup: None,
+            stdout_path: None,
+            stderr_path: None,
+            push: BTreeMap::new(),
+            message: None,
+        }
+    }
+}
+
 /// Body of `PATCH /v1/objects/{id}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
