@@ -863,23 +863,46 @@ impl Agent {
         }
     }
 
-    /// Adopted pids that have all exited, or an adopted path that vanished.
+    /// Adopted pids that have all exited, or an adopted path that vanished. This runs every
+    /// second for every adopted object, so it reads the collector's latest sample (no I/O) and
+    /// touches cgroupfs only when the sample cannot tell: no pids counter, or samples that stopped.
     fn check_adopted(&mut self) {
         let mut changed = Vec::new();
+        let now = Timestamp::now().as_nanos();
         for (id, e) in &mut self.objects {
             if e.deleting.is_some() || !e.obj.status.is_live() {
                 continue;
             }
             let Work::Adopted(a) = &e.work else { continue };
+            let latest = self.shared.series.get(id).and_then(|s| {
+                nodeagent_engine::series::lock(&s)
+                    .latest()
+                    .map(|l| (l.pids, l.ts))
+            });
+            let stale_after = 2 * e
+                .obj
+                .spec
+                .collect
+                .interval
+                .as_std()
+                .max(std::time::Duration::from_secs(1));
+            let stale = latest.is_none_or(|(_, ts)| {
+                now.saturating_sub(ts.as_nanos()) > stale_after.as_nanos() as u64
+            });
+            let gone = match (&a.cg, latest) {
+                (CgroupRef::External(_), _) => stale && !self.cgroups.exists(&a.cg),
+                (CgroupRef::Owned(_), Some((Some(pids), _))) if !stale => pids == 0,
+                (CgroupRef::Owned(_), _) => self.adopter.procs(&a.cg).is_empty(),
+            };
+            if !gone {
+                continue;
+            }
             let (status, msg) = match &a.cg {
-                CgroupRef::External(p) if !self.cgroups.exists(&a.cg) => {
-                    (Status::Lost, format!("cgroup {p} no longer exists"))
-                }
-                CgroupRef::Owned(_) if self.adopter.procs(&a.cg).is_empty() => (
+                CgroupRef::External(p) => (Status::Lost, format!("cgroup {p} no longer exists")),
+                CgroupRef::Owned(_) => (
                     Status::Exited,
                     "every adopted process has exited".to_string(),
                 ),
-                _ => continue,
             };
             e.obj.status = status;
             e.obj.message = Some(msg.clone());

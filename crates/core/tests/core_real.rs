@@ -334,3 +334,44 @@ async fn adopt_pids_and_release() {
         .expect_err("no such pid");
     assert_eq!(e.field.as_deref(), Some("cgroup.pids[0]"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopted_pids_that_exit_make_the_object_exited() {
+    let env = start().await;
+    let h = &env.handle;
+    let mut child = std::process::Command::new("/bin/sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let c = h
+        .create(
+            spec(&format!(
+                r#"{{"name":"short","kind":"cgroup","cgroup":{{"pids":[{pid}]}},"collect":{{"interval":"50ms"}}}}"#
+            )),
+            true,
+        )
+        .await
+        .expect("adopt");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.get(&c.id).await.expect("get").status, Status::Running);
+    let _ = child.kill();
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let o = loop {
+        let o = h.get(&c.id).await.expect("get");
+        if o.status != Status::Running || Instant::now() > deadline {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(o.status, Status::Exited, "{o:?}");
+    let kinds: Vec<_> = h
+        .events(None)
+        .into_iter()
+        .filter(|e| e.object_id.as_deref() == Some(c.id.as_str()))
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert!(kinds.contains(&"exited"), "{kinds:?}");
+    h.delete(&c.id, true).await.expect("delete");
+}
