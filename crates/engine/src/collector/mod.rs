@@ -370,27 +370,6 @@ fn next_deadline(epoch: Instant, interval: Duration, after: Instant) -> Instant 
     epoch + Duration::from_nanos(u64::try_from(k * iv).unwrap_or(u64::MAX))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_sit_on_the_grid() {
-        let e = Instant::now();
-        let ms = Duration::from_millis;
-        assert_eq!(next_deadline(e, ms(100), e), e + ms(100));
-        assert_eq!(next_deadline(e, ms(100), e + ms(30)), e + ms(100));
-        assert_eq!(next_deadline(e, ms(100), e + ms(100)), e + ms(200));
-        // A late wake-up skips the missed slots instead of bunching them.
-        assert_eq!(next_deadline(e, ms(100), e + ms(350)), e + ms(400));
-        // Intervals that divide each other share deadlines.
-        assert_eq!(
-            next_deadline(e, ms(1000), e + ms(30)),
-            next_deadline(e, ms(100), e + ms(930))
-        );
-    }
-}
-
 fn record(node: &Arc<str>, s: &crate::series::Series, sample: Sample) -> Record {
     Record {
         node: node.clone(),
@@ -433,5 +412,26 @@ fn fill_host(out: &mut Sample, h: &HostStats) {
     match &mut out.host {
         Some(b) => b.clone_from(&Box::new(h.clone())),
         None => out.host = Some(Box::new(h.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_sit_on_the_grid() {
+        let e = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(next_deadline(e, ms(100), e), e + ms(100));
+        assert_eq!(next_deadline(e, ms(100), e + ms(30)), e + ms(100));
+        assert_eq!(next_deadline(e, ms(100), e + ms(100)), e + ms(200));
+        // A late wake-up skips the missed slots instead of bunching them.
+        assert_eq!(next_deadline(e, ms(100), e + ms(350)), e + ms(400));
+        // Intervals that divide each other share deadlines.
+        assert_eq!(
+            next_deadline(e, ms(1000), e + ms(30)),
+            next_deadline(e, ms(100), e + ms(930))
+        );
     }
 }
