@@ -874,11 +874,11 @@ impl Agent {
                 continue;
             }
             let Work::Adopted(a) = &e.work else { continue };
-            let latest = self.shared.series.get(id).and_then(|s| {
-                nodeagent_engine::series::lock(&s)
-                    .latest()
-                    .map(|l| (l.pids, l.ts))
-            });
+            let latest = self
+                .shared
+                .series
+                .get(id)
+                .and_then(|s| nodeagent_engine::series::lock(&s).latest_pids());
             let stale_after = 2 * e
                 .obj
                 .spec
@@ -1043,7 +1043,7 @@ impl Agent {
             .shared
             .series
             .get(HOST_ID)
-            .and_then(|s| nodeagent_engine::series::lock(&s).latest().cloned());
+            .and_then(|s| nodeagent_engine::series::lock(&s).latest());
         Ok(HostInfo {
             node: self.node.to_string(),
             hostname: self.facts.hostname.clone(),

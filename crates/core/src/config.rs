@@ -43,7 +43,7 @@ impl CoreConfig {
             proc_root: PathBuf::from("/proc"),
             cgroup_parent: None,
             node_name: String::new(),
-            ring_size: 300,
+            ring_size: 120,
             host_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_sinks: vec!["file".to_string()],

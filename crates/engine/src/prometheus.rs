@@ -142,7 +142,7 @@ pub fn render(series: &SeriesMap) -> String {
     for s in series.all() {
         let g = lock(&s);
         if let Some(l) = g.latest() {
-            latest.push((g.id.clone(), g.name.clone(), g.kind, l.clone()));
+            latest.push((g.id.clone(), g.name.clone(), g.kind, l));
         }
     }
     let mut out = String::with_capacity(256 + latest.len() * 1200);
@@ -288,9 +288,10 @@ mod tests {
         let s = map.insert(Series::new("abc".into(), "we\"b".into(), Kind::Process, 4));
         {
             let mut g = lock(&s);
-            let x = g.next_slot();
+            let x = g.begin();
             x.cpu_usage_ns = Some(1_500_000_000);
             x.memory_bytes = Some(4096);
+            g.commit();
         }
         let text = render(&map);
         assert!(

@@ -19,7 +19,7 @@ pub const SOCKET_FILE: &str = "nodeagent.sock";
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub const DEFAULT_PROC_ROOT: &str = "/proc";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
-pub const DEFAULT_RING_SIZE: usize = 300;
+pub const DEFAULT_RING_SIZE: usize = 120;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEARTBEAT_SINKS: &[&str] = &["file"];
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.socket, PathBuf::from("./nodeagent-data/nodeagent.sock"));
         assert_eq!(c.log_level, "info");
-        assert_eq!(c.ring_size, 300);
+        assert_eq!(c.ring_size, 120);
         assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(c.heartbeat_sinks, vec!["file".to_string()]);
         assert_eq!(c.stop_grace, Duration::from_secs(5));

@@ -219,7 +219,7 @@ impl Scheduler {
                 let gen = self.gen();
                 if let Some(&slot) = self.by_id.get(&id) {
                     if let Some(obj) = self.slots[slot].as_mut() {
-                        let last_seq = lock(&obj.series).latest().map_or(0, |s| s.seq);
+                        let last_seq = lock(&obj.series).latest_seq();
                         obj.reports.retain(|r| r.sink.name != sink.name);
                         obj.reports.push(Report {
                             sink,
@@ -257,7 +257,7 @@ impl Scheduler {
                 match s.latest() {
                     Some(latest) => {
                         let seq = latest.seq;
-                        let rec = record(&self.node, &s, latest.clone());
+                        let rec = record(&self.node, &s, latest);
                         drop(s);
                         sink.try_send(vec![rec], Some((reply, seq)));
                     }
@@ -327,7 +327,7 @@ impl Scheduler {
             return;
         };
         let mut series = lock(&obj.series);
-        let out = series.next_slot();
+        let out = series.begin();
         out.ts = Timestamp::now();
         let ok = match &mut obj.target {
             Target::Host => match self.procfs.host_stats(&mut self.buf, &mut self.host_buf) {
@@ -356,8 +356,8 @@ impl Scheduler {
                 }
             },
         };
-        if !ok {
-            series.discard_last();
+        if ok {
+            series.commit();
         }
     }
 }
@@ -384,10 +384,7 @@ fn record(node: &Arc<str>, s: &crate::series::Series, sample: Sample) -> Record 
 /// Sends every sample taken since the report's last one.
 fn send_report(node: &Arc<str>, series: &SharedSeries, r: &mut Report) {
     let s = lock(series);
-    let records: Vec<Record> = s
-        .since(r.last_seq)
-        .map(|x| record(node, &s, x.clone()))
-        .collect();
+    let records: Vec<Record> = s.since(r.last_seq).map(|x| record(node, &s, x)).collect();
     if let Some(last) = records.last() {
         r.last_seq = last.sample.seq;
         drop(s);
