@@ -44,35 +44,18 @@ fn require_body(body: &[u8]) -> Result<(), ApiError> {
 /// Parses and validates an object spec (the body of a create).
 pub fn parse_spec(body: &[u8]) -> Result<ObjectSpec, ApiError> {
     require_body(body)?;
-    ObjectSpec::from_json(body).map_err(name_missing_field)
+    ObjectSpec::from_json(body)
 }
 
 /// Parses and validates the body of an in-place update.
 pub fn parse_patch(body: &[u8]) -> Result<ObjectPatch, ApiError> {
     require_body(body)?;
-    ObjectPatch::from_json(body).map_err(name_missing_field)
+    ObjectPatch::from_json(body)
 }
 
 /// Reads a JSON body into `T` with the types crate's field-naming reader.
 fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    nodeagent_types::spec::from_json(body).map_err(name_missing_field)
-}
-
-/// serde reports a missing field at the path of the object that lacks it, so the error's `field`
-/// is that object (or absent at the top level); clients want the missing field itself there.
-fn name_missing_field(mut e: ApiError) -> ApiError {
-    let missing = e
-        .message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(name, _)| name.to_string());
-    if let Some(name) = missing {
-        e.field = Some(match e.field.take() {
-            Some(parent) => format!("{parent}.{name}"),
-            None => name,
-        });
-    }
-    e
+    nodeagent_types::spec::from_json(body)
 }
 
 /// Parses and validates a `push-on` body.

@@ -144,22 +144,8 @@ impl Agent {
         let events = Arc::new(EventLog::new(cfg.event_log_size));
         let mut sink_map = BTreeMap::new();
         let builtin = [
-            SinkConfig {
-                name: sinks::STDOUT.into(),
-                kind: SinkType::Stdout,
-                path: None,
-                address: None,
-                url: None,
-                queue: None,
-            },
-            SinkConfig {
-                name: sinks::FILE.into(),
-                kind: SinkType::File,
-                path: None,
-                address: None,
-                url: None,
-                queue: None,
-            },
+            SinkConfig::builtin(sinks::STDOUT, SinkType::Stdout),
+            SinkConfig::builtin(sinks::FILE, SinkType::File),
         ];
         for sc in builtin.iter().chain(cfg.sinks.iter()) {
             if sink_map.contains_key(&sc.name) {

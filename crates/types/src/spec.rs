@@ -137,8 +137,18 @@ pub fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> 
 pub fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.inner().to_string();
-    // serde_path_to_error's path already ends with an unknown field's own name.
-    let field = if path == "." { String::new() } else { path };
+    // serde_path_to_error's path already ends with an unknown field's own name, but a missing
+    // field is reported at the path of the object that lacks it: name the field itself.
+    let parent = if path == "." { String::new() } else { path };
+    let missing = inner
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    let field = match missing {
+        Some(name) if parent.is_empty() => name.to_string(),
+        Some(name) => format!("{parent}.{name}"),
+        None => parent,
+    };
     let message = strip_position(&inner);
     if field.is_empty() {
         ApiError::new(crate::ErrorCode::InvalidArgument, message)
@@ -571,6 +581,10 @@ mod tests {
         let e = ObjectSpec::from_json(br#"{"kind":"process","process":{"command":["/bin/true"]}}"#)
             .expect_err("no name");
         assert!(e.message.contains("name"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("name"));
+        let e = ObjectSpec::from_json(br#"{"name":"x","kind":"process","process":{}}"#)
+            .expect_err("no command");
+        assert_eq!(e.field.as_deref(), Some("process.command"));
     }
 
     proptest! {

@@ -407,7 +407,7 @@ fn fill_host(out: &mut Sample, h: &HostStats) {
     out.net_rx_bytes = Some(nets.clone().map(|n| n.read_bytes).sum());
     out.net_tx_bytes = Some(nets.map(|n| n.write_bytes).sum());
     match &mut out.host {
-        Some(b) => b.clone_from(&Box::new(h.clone())),
+        Some(b) => b.as_mut().clone_from(h),
         None => out.host = Some(Box::new(h.clone())),
     }
 }

@@ -48,6 +48,20 @@ pub struct SinkConfig {
     pub queue: Option<usize>,
 }
 
+impl SinkConfig {
+    /// A sink with nothing but a name and a type (the built-ins).
+    pub fn builtin(name: &str, kind: SinkType) -> SinkConfig {
+        SinkConfig {
+            name: name.to_string(),
+            kind,
+            path: None,
+            address: None,
+            url: None,
+            queue: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("sink {name}: {message}")]
