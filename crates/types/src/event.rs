@@ -23,6 +23,8 @@ pub enum EventKind {
     PushOn,
     PushOff,
     SinkDropped,
+    /// A mutating API request: who, what, and the result.
+    Audit,
 }
 
 impl EventKind {
@@ -44,6 +46,7 @@ impl EventKind {
             EventKind::PushOn => "push_on",
             EventKind::PushOff => "push_off",
             EventKind::SinkDropped => "sink_dropped",
+            EventKind::Audit => "audit",
         }
     }
 }

@@ -14,10 +14,13 @@ pub mod time;
 pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use kind::{Kind, Status};
-pub use object::{is_object_id, new_object_id, Object, ObjectId, ObjectPatch, HOST_ID};
+pub use object::{
+    is_object_id, new_object_id, ContainerStatus, Object, ObjectId, ObjectPatch, SyncState, HOST_ID,
+};
 pub use quantity::{parse_cpuset, parse_duration, parse_memory, CpuSet, Duration, Memory};
 pub use sample::{CpuModes, DeviceCounters, HostStats, Sample};
 pub use spec::{
-    CgroupSpec, CollectSpec, ContainerSpec, ObjectSpec, ProcessSpec, Resources, RestartPolicy,
+    CgroupSpec, CollectSpec, ContainerNetwork, ContainerSpec, Mount, ObjectSpec, ProcessSpec,
+    Resources, RestartPolicy,
 };
 pub use time::Timestamp;

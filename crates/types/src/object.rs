@@ -76,6 +76,38 @@ pub struct Object {
     /// Why the object is failed or lost, or what last went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The Docker side of a `container` object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerStatus>,
+}
+
+/// What the agent knows of a container it runs or adopted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    /// Docker's container id (64 hex digits).
+    pub id: String,
+    /// Whether the agent adopted the container rather than creating it.
+    #[serde(default)]
+    pub adopted: bool,
+    /// Whether Docker's stored config agrees with the limits written to the cgroup.
+    pub sync: SyncState,
+    /// Why the last sync failed, where it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_message: Option<String>,
+}
+
+/// State of bringing a driver's own copy of the limits in line with the cgroup (fast path
+/// first, driver second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// The driver holds the limits the cgroup has.
+    #[default]
+    InSync,
+    /// The cgroup was written; the driver has not been told yet.
+    Pending,
+    /// The driver refused or could not be reached; `sync_message` says why.
+    Failed,
 }
 
 impl Object {
@@ -100,6 +132,7 @@ impl Object {
             stderr_path: None,
             push: BTreeMap::new(),
             message: None,
+            container: None,
         }
     }
 }
