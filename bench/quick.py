@@ -59,9 +59,13 @@ def main():
             except OSError:
                 time.sleep(0.05)
 
+        # TCP needs the bearer token the agent wrote on start (issue 7).
+        with open(os.path.join(state, "token")) as f:
+            auth = "Bearer " + f.read().strip()
+
         def call(method, path, body=None):
             c.request(method, path, body=json.dumps(body) if body is not None else None,
-                      headers={"Content-Type": "application/json"})
+                      headers={"Content-Type": "application/json", "Authorization": auth})
             r = c.getresponse()
             return r.status, r.read()
 

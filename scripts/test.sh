@@ -77,6 +77,102 @@ sweep_test_cgroups() {
     done
 }
 
+# --- Docker (the container kind, issue 3) -------------------------------------------------------
+
+DOCKERD_LOG=/var/log/nodeagent-test-dockerd.log
+TEST_IMAGE=busybox:local
+
+# Starts dockerd if no engine answers yet, and waits for it. A fresh machine has Debian's
+# docker.io installed (above) but nothing running; dockerd starts its own containerd. Should
+# the VM's kernel refuse the iptables rules dockerd sets up, it is started again without them
+# (the default bridge network still works; only NAT to the outside, which tests never use, is
+# lost).
+ensure_dockerd() {
+    if docker version >/dev/null 2>&1; then
+        echo "dockerd: running ($(docker version --format '{{.Server.Version}}, API {{.Server.APIVersion}}'))"
+        return 0
+    fi
+    command -v dockerd >/dev/null || die "dockerd not found although docker.io is installed"
+    local flags attempt i old
+    # A dockerd that is still starting or stopping holds /var/run/docker.pid: wait for it to
+    # answer or to go; a pid file left by one that died is stale.
+    if [ -f /var/run/docker.pid ]; then
+        old=$(cat /var/run/docker.pid 2>/dev/null || true)
+        for i in $(seq 1 60); do
+            [ -n "$old" ] && kill -0 "$old" 2>/dev/null || break
+            docker version >/dev/null 2>&1 && { echo "dockerd: running (it was starting)"; return 0; }
+            sleep 0.5
+        done
+        if [ -n "$old" ] && kill -0 "$old" 2>/dev/null; then
+            die "dockerd (pid $old) neither answers nor exits; stop it, or look at $DOCKERD_LOG"
+        fi
+        rm -f /var/run/docker.pid
+    fi
+    for attempt in 1 2; do
+        flags=(--host unix:///var/run/docker.sock)
+        [ "$attempt" -eq 2 ] && flags+=(--iptables=false)
+        echo "starting dockerd ${flags[*]} (log: $DOCKERD_LOG)"
+        nohup dockerd "${flags[@]}" >"$DOCKERD_LOG" 2>&1 &
+        local pid=$!
+        for i in $(seq 1 60); do
+            if docker version >/dev/null 2>&1; then
+                echo "dockerd: up ($(docker version --format '{{.Server.Version}}, API {{.Server.APIVersion}}'))"
+                return 0
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        echo "dockerd did not come up; the end of its log:" >&2
+        tail -n 30 "$DOCKERD_LOG" >&2
+    done
+    die "dockerd did not answer within 30 s (log: $DOCKERD_LOG); the container tests need a running Docker engine"
+}
+
+# Builds the test image busybox:local FROM scratch out of busybox-static (no registry is
+# reachable here): /bin/busybox plus a symlink per applet, so `sh`, `sleep` and friends resolve
+# without a RUN step. Skipped when the image exists.
+ensure_test_image() {
+    if docker image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
+        echo "image $TEST_IMAGE: present"
+        return 0
+    fi
+    [ -x /bin/busybox ] || die "/bin/busybox is missing: apt-get install busybox-static"
+    local ctx a
+    ctx=$(mktemp -d)
+    mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/tmp"
+    cp /bin/busybox "$ctx/rootfs/bin/busybox"
+    for a in $(/bin/busybox --list); do
+        [ "$a" = busybox ] || ln -s busybox "$ctx/rootfs/bin/$a"
+    done
+    printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n' >"$ctx/Dockerfile"
+    local out
+    if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t "$TEST_IMAGE" "$ctx" 2>&1); then
+        rm -rf "$ctx"
+        printf '%s\n' "$out" >&2
+        die "building $TEST_IMAGE failed"
+    fi
+    rm -rf "$ctx"
+    echo "image $TEST_IMAGE: built from busybox-static"
+}
+
+# Containers left by an earlier run that was killed half-way (each test removes its own on
+# every normal exit, even a failing one). Only the tests' own label and name prefix are touched.
+sweep_test_containers() {
+    docker version >/dev/null 2>&1 || return 0
+    local ids
+    ids=$( { docker ps -aq --filter label=test=nodeagent-e2e; docker ps -aq --filter name=nae2e-; } | sort -u)
+    [ -z "$ids" ] && return 0
+    # shellcheck disable=SC2086 # one id per word
+    docker rm -f $ids >/dev/null 2>&1 || true
+}
+
+cleanup() {
+    sweep_test_cgroups
+    sweep_test_containers
+}
+
 # --- run ------------------------------------------------------------------------------------
 
 step "host checks"
@@ -89,10 +185,20 @@ step "packages"
 ensure_pkg gcc libc6-dev
 # Prometheus's `promtool` checks the agent's /metrics exposition (tests/e2e_prometheus.rs).
 ensure_pkg prometheus
+# The nats sink publishes to JetStream; its tests start and stop their own `nats-server -js` on
+# a free port (crates/engine/tests/upstream_nats.rs, crates/nodeagent/tests/e2e_upstream.rs).
+ensure_pkg nats-server
+# The container kind runs containers through the real Docker Engine, with a local test image.
+ensure_pkg docker.io busybox-static
 echo "packages: ok"
 
+step "docker engine and test image"
+ensure_dockerd
+ensure_test_image
+
 sweep_test_cgroups
-trap sweep_test_cgroups EXIT
+sweep_test_containers
+trap cleanup EXIT
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

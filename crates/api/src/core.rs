@@ -5,8 +5,9 @@
 //! handle has no public constructor): tests give the router a stand-in that implements [`Core`].
 //! In the daemon the only implementation is [`AgentHandle`]'s, which forwards every call.
 
+use crate::auth::AuditRecord;
 use futures::future::BoxFuture;
-use nodeagent_core::{AgentHandle, Created, HostInfo, PushAck};
+use nodeagent_core::{AgentHandle, Created, HostInfo, PushAck, SinkStatus};
 use nodeagent_types::{ApiError, Duration, Event, Object, ObjectPatch, ObjectSpec, Sample};
 use tokio::sync::broadcast;
 
@@ -24,6 +25,23 @@ pub trait Core: Send + Sync + 'static {
         wait: bool,
     ) -> BoxFuture<'a, Result<Object, ApiError>>;
     fn delete<'a>(&'a self, key: &'a str, wait: bool) -> BoxFuture<'a, Result<Object, ApiError>>;
+    /// A delete with every option (`?remove=true` for an adopted container). The default is for
+    /// stand-in cores, which know no options beyond `wait`.
+    fn delete_with<'a>(
+        &'a self,
+        key: &'a str,
+        opts: nodeagent_core::DeleteOptions,
+    ) -> BoxFuture<'a, Result<Object, ApiError>> {
+        if opts.remove {
+            return Box::pin(async {
+                Err(ApiError::invalid(
+                    "remove",
+                    "this core does not remove adopted containers",
+                ))
+            });
+        }
+        self.delete(key, opts.wait)
+    }
     fn push_on<'a>(
         &'a self,
         key: &'a str,
@@ -49,7 +67,11 @@ pub trait Core: Send + Sync + 'static {
     fn events(&self, since: Option<u64>) -> Vec<Event>;
     fn subscribe(&self) -> broadcast::Receiver<Event>;
     fn prometheus_text(&self) -> String;
+    /// Every sink's queue, spool and delivery counters (`GET /v1/sinks`).
+    fn sinks(&self) -> Vec<SinkStatus>;
     fn ready(&self) -> bool;
+    /// Records who made a mutating request, what it was and its result (an `audit` event).
+    fn audit(&self, record: AuditRecord);
 }
 
 impl Core for AgentHandle {
@@ -72,6 +94,13 @@ impl Core for AgentHandle {
     }
     fn delete<'a>(&'a self, key: &'a str, wait: bool) -> BoxFuture<'a, Result<Object, ApiError>> {
         Box::pin(AgentHandle::delete(self, key, wait))
+    }
+    fn delete_with<'a>(
+        &'a self,
+        key: &'a str,
+        opts: nodeagent_core::DeleteOptions,
+    ) -> BoxFuture<'a, Result<Object, ApiError>> {
+        Box::pin(AgentHandle::delete_with(self, key, opts))
     }
     fn push_on<'a>(
         &'a self,
@@ -114,7 +143,17 @@ impl Core for AgentHandle {
     fn prometheus_text(&self) -> String {
         AgentHandle::prometheus_text(self)
     }
+    fn sinks(&self) -> Vec<SinkStatus> {
+        AgentHandle::sinks(self)
+    }
     fn ready(&self) -> bool {
         AgentHandle::ready(self)
+    }
+    fn audit(&self, record: AuditRecord) {
+        let object = record
+            .object
+            .as_ref()
+            .map(|(id, name)| (id.as_str(), name.as_str()));
+        AgentHandle::audit(self, object, record.message, record.data);
     }
 }

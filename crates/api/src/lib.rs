@@ -6,11 +6,14 @@
 //! other request goes to the HTTP routes. Both read requests with the same parsers
 //! ([`request`]), so a bad spec gets the same message and field name either way.
 
+pub mod auth;
 pub mod core;
 mod events;
 pub mod grpc;
 pub mod http;
+mod listen;
 pub mod request;
+pub mod tls;
 
 /// Code generated from `proto/nodeagent/v1/agent.proto`: messages, the server trait and the
 /// client (`proto::agent_client::AgentClient`), for other crates' tests and tools.
@@ -19,24 +22,89 @@ pub mod proto {
     tonic::include_proto!("nodeagent.v1");
 }
 
+pub use crate::auth::{AuditRecord, Peer, Token};
 pub use crate::core::Core;
 pub use crate::request::MAX_BODY_BYTES;
 
+use crate::auth::{Access, Guard};
 use crate::events::Stop;
 use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt;
 use nodeagent_core::AgentHandle;
 use std::future::Future;
 use std::sync::Arc;
 
-/// What every handler gets: the core, and the signal that ends long-lived streams.
+/// What every handler gets: the core, the signal that ends long-lived streams, and the body
+/// size cap (for its error message).
 #[derive(Clone)]
 pub(crate) struct Api {
     core: Arc<dyn Core>,
     stop: Stop,
+    max_body: usize,
 }
 
-/// The whole API (HTTP routes and the gRPC service) as one router over `handle`.
+/// How the TCP listener lets requests in. There is no `Default`: the caller decides about
+/// authentication explicitly.
+#[derive(Clone, Debug)]
+pub struct TcpOptions {
+    /// The bearer token every request but `/healthz` and `/readyz` (and `/metrics` when
+    /// `metrics_public`) must carry. `None` turns the check off; [`serve_tcp`] then refuses a
+    /// non-loopback address unless TLS requires client certificates.
+    pub token: Option<Token>,
+    /// Serve `/metrics` without the token (for a Prometheus that scrapes without one).
+    pub metrics_public: bool,
+    /// TLS, optionally requiring client certificates.
+    pub tls: Option<tls::ServerTls>,
+    /// Largest request body (and gRPC message) accepted; larger ones get 413.
+    pub max_body: usize,
+}
+
+impl TcpOptions {
+    /// Token authentication, no TLS, the default body cap.
+    pub fn with_token(token: Token) -> TcpOptions {
+        TcpOptions {
+            token: Some(token),
+            metrics_public: false,
+            tls: None,
+            max_body: MAX_BODY_BYTES,
+        }
+    }
+
+    /// No token. Only a loopback address or TLS with client certificates will be served.
+    pub fn without_token() -> TcpOptions {
+        TcpOptions {
+            token: None,
+            metrics_public: false,
+            tls: None,
+            max_body: MAX_BODY_BYTES,
+        }
+    }
+
+    fn access(&self) -> Access {
+        Access::Tcp {
+            token: self.token.clone(),
+            metrics_public: self.metrics_public,
+        }
+    }
+}
+
+/// How the unix socket serves. Access is the socket file's mode; the caller is named by uid.
+#[derive(Clone, Debug)]
+pub struct UnixOptions {
+    pub max_body: usize,
+}
+
+impl Default for UnixOptions {
+    fn default() -> UnixOptions {
+        UnixOptions {
+            max_body: MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The whole API (HTTP routes and the gRPC service) as one router over `handle`, without
+/// authentication: for a transport that is access-controlled already, and for tests. Mutating
+/// requests are still audited (the caller shows as `local`, or by uid when served with
+/// `ConnectInfo<Peer>`).
 ///
 /// Event streams served by this router end only when the client hangs up or the core goes away;
 /// [`serve_tcp`] and [`serve_unix`] also end them at shutdown.
@@ -46,11 +114,21 @@ pub fn router(handle: AgentHandle) -> axum::Router {
 
 /// [`router`] over any [`Core`]; tests use it with a stand-in core.
 pub fn router_for(core: Arc<dyn Core>) -> axum::Router {
-    build(core, Stop::never())
+    build(core, Stop::never(), Access::Local, MAX_BODY_BYTES)
 }
 
-fn build(core: Arc<dyn Core>, stop: Stop) -> axum::Router {
-    let api = Api { core, stop };
+/// The router [`serve_tcp`] serves (authentication included), for tests that drive it without a
+/// socket. The caller's [`Peer`] is read from a `ConnectInfo<Peer>` request extension.
+pub fn tcp_router_for(core: Arc<dyn Core>, opts: &TcpOptions) -> axum::Router {
+    build(core, Stop::never(), opts.access(), opts.max_body)
+}
+
+fn build(core: Arc<dyn Core>, stop: Stop, access: Access, max_body: usize) -> axum::Router {
+    let api = Api {
+        core: core.clone(),
+        stop,
+        max_body,
+    };
     let grpc = tonic::service::Routes::new(grpc::server(api.clone()))
         .into_axum_router()
         // tonic's catch-all answers UNIMPLEMENTED; ours does that for gRPC requests and a JSON
@@ -58,58 +136,81 @@ fn build(core: Arc<dyn Core>, stop: Stop) -> axum::Router {
         .reset_fallback();
     http::routes()
         // Applies to the HTTP routes' body extractors; the gRPC service has its own limit.
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(api)
         .merge(grpc)
+        // Outermost, after every route and the fallback: authentication comes before routing
+        // (an unauthenticated client learns nothing, not even which paths exist) and before
+        // any body is read.
+        .layer(axum::middleware::from_fn_with_state(
+            Guard::new(access, core),
+            auth::guard,
+        ))
 }
 
-/// Serves HTTP/1.1, HTTP/2 and gRPC (same port) on `listener` until `shutdown` resolves.
+/// Serves HTTP/1.1, HTTP/2 and gRPC (same port) on `listener` until `shutdown` resolves, with
+/// the authentication and TLS of `opts`.
+///
+/// Fails at once, before serving, if the listener is on a non-loopback address with neither a
+/// token nor required client certificates (see [`auth::check_exposure`]).
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     handle: AgentHandle,
+    opts: TcpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_tcp_with(listener, Arc::new(handle), shutdown).await
+    serve_tcp_with(listener, Arc::new(handle), opts, shutdown).await
 }
 
 /// [`serve_tcp`] over any [`Core`].
 pub async fn serve_tcp_with(
     listener: tokio::net::TcpListener,
     core: Arc<dyn Core>,
+    opts: TcpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let client_certs = opts.tls.as_ref().is_some_and(tls::ServerTls::client_auth);
+    auth::check_exposure(listener.local_addr()?, opts.token.is_some(), client_certs)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = build(core, Stop::new(stop_rx));
-    // Small request/response exchanges are the whole workload; Nagle's algorithm would hold a
-    // response back for the client's delayed ACK (up to 40 ms) on a millisecond-level API.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY: {e}");
+    let app = build(core, Stop::new(stop_rx), opts.access(), opts.max_body)
+        .into_make_service_with_connect_info::<Peer>();
+    match &opts.tls {
+        Some(t) => {
+            axum::serve(tls::TlsListener::new(listener, t)?, app)
+                .with_graceful_shutdown(stopping(shutdown, stop_tx))
+                .await
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stopping(shutdown, stop_tx))
-        .await
+        None => {
+            axum::serve(listen::PlainTcp(listener), app)
+                .with_graceful_shutdown(stopping(shutdown, stop_tx))
+                .await
+        }
+    }
 }
 
-/// The same on a unix socket (the CLI's default transport).
+/// The same on a unix socket (the CLI's default transport). Access is the socket file's mode,
+/// which the caller sets; each request's caller is known by uid for the audit log.
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     handle: AgentHandle,
+    opts: UnixOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_unix_with(listener, Arc::new(handle), shutdown).await
+    serve_unix_with(listener, Arc::new(handle), opts, shutdown).await
 }
 
 /// [`serve_unix`] over any [`Core`].
 pub async fn serve_unix_with(
     listener: tokio::net::UnixListener,
     core: Arc<dyn Core>,
+    opts: UnixOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = build(core, Stop::new(stop_rx));
-    axum::serve(listener, app)
+    let app = build(core, Stop::new(stop_rx), Access::Local, opts.max_body)
+        .into_make_service_with_connect_info::<Peer>();
+    axum::serve(listen::UnixPeers(listener), app)
         .with_graceful_shutdown(stopping(shutdown, stop_tx))
         .await
 }

@@ -137,7 +137,12 @@ pub fn parse_limit(value: u64) -> Result<usize, ApiError> {
 
 /// Keeps echoed user input in error messages short.
 pub(crate) fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    truncate_to(s, 64)
+}
+
+/// The first `n` characters of `s`.
+pub(crate) fn truncate_to(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
 }
 
 #[cfg(test)]

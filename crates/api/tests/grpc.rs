@@ -29,9 +29,16 @@ impl Server {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(nodeagent_api::serve_tcp_with(listener, core, async move {
-            let _ = rx.await;
-        }));
+        // Loopback without a token: these tests are about the gRPC plumbing; the token and TLS
+        // have tests of their own (tests/auth.rs).
+        let task = tokio::spawn(nodeagent_api::serve_tcp_with(
+            listener,
+            core,
+            nodeagent_api::TcpOptions::without_token(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Server {
             addr,
             stop: Some(tx),
@@ -303,6 +310,7 @@ async fn unix_socket_serves_http_and_grpc() {
     let task = tokio::spawn(nodeagent_api::serve_unix_with(
         listener,
         core.clone(),
+        nodeagent_api::UnixOptions::default(),
         async move {
             let _ = rx.await;
         },

@@ -438,6 +438,30 @@ async fn metrics_honours_limit() {
 }
 
 #[tokio::test]
+async fn sinks_lists_every_sink_with_its_counters() {
+    let core = FakeCore::new();
+    let r = send(&core, get("/v1/sinks")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    let sinks = v["sinks"].as_array().expect("sinks");
+    assert_eq!(sinks.len(), 1);
+    assert_eq!(sinks[0]["name"], "file");
+    assert_eq!(sinks[0]["type"], "file");
+    for k in [
+        "queue_depth",
+        "spool_bytes",
+        "sent",
+        "acked",
+        "retried",
+        "dropped",
+    ] {
+        assert!(sinks[0][k].is_u64(), "{k} in {v}");
+    }
+    let r = send(&core, get("/v1/sinks?x=1")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn prometheus_text_has_its_content_type() {
     let core = FakeCore::new();
     let r = send(&core, get("/metrics")).await;

@@ -1,5 +1,7 @@
 //! The event loop and the object registry it owns.
 
+mod container;
+
 use crate::handle::{AgentHandle, Created, HostInfo, PushAck, Shared};
 use crate::{CoreConfig, CoreError};
 use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, CgroupVersion, Cgroups, Parent};
@@ -7,8 +9,10 @@ use nodeagent_drivers::process::{self as proc_driver, ExitStatus};
 use nodeagent_drivers::procfs::{HostFacts, ProcFs};
 use nodeagent_engine::collector::{Collector, Command, Target};
 use nodeagent_engine::managers::cgroup::{Adopted, CgroupKindManager};
+use nodeagent_engine::managers::container::ContainerManager;
 use nodeagent_engine::managers::process::ProcessManager;
 use nodeagent_engine::sinks::{self, SinkConfig, SinkHandle, SinkType};
+use nodeagent_engine::upstream::NodeInfo;
 use nodeagent_engine::{EventLog, Series, SeriesMap};
 use nodeagent_types::spec::{MAX_INTERVAL, MIN_INTERVAL};
 use nodeagent_types::{
@@ -21,6 +25,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
+
+/// How long network sinks get at shutdown to deliver what their spool holds.
+const SINK_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
@@ -46,6 +53,8 @@ pub(crate) enum Cmd {
     Delete {
         key: String,
         wait: bool,
+        /// For an adopted container: stop and remove it rather than release it.
+        remove: bool,
         reply: Reply<Object>,
     },
     PushOn {
@@ -72,6 +81,8 @@ pub(crate) enum Cmd {
 /// Timers the loop sets for itself.
 enum Internal {
     Restart(String),
+    /// A Docker operation's result, or news from the Docker event watcher.
+    Container(Box<container::Done>),
 }
 
 enum Work {
@@ -83,6 +94,7 @@ enum Work {
         failures: u32,
     },
     Adopted(Adopted),
+    Container(container::ContainerWork),
 }
 
 struct Deleting {
@@ -112,6 +124,12 @@ pub struct Agent {
     node: Arc<str>,
     processes: ProcessManager,
     adopter: CgroupKindManager,
+    containers: ContainerManager,
+    /// Docker container id → object id, for the containers the agent runs or adopted.
+    by_docker: HashMap<String, String>,
+    /// Whether the Docker event watcher is connected (`None` before its first report).
+    docker_up: Option<bool>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
     collector: Collector,
     sinks: BTreeMap<String, Arc<SinkHandle>>,
     objects: HashMap<String, Entry>,
@@ -143,6 +161,29 @@ impl Agent {
         let cgroups = Arc::new(Cgroups::detect(&cfg.cgroup_root, &cfg.proc_root, parent)?);
         let events = Arc::new(EventLog::new(cfg.event_log_size));
         let mut sink_map = BTreeMap::new();
+        // Network sinks register this host with their upstream (the seed's "register the host
+        // through the RPC driver at start-up"), in the background: start-up never waits for it.
+        let sink_ctx = sinks::SinkContext {
+            state_dir: sd.clone(),
+            file_max_bytes: cfg.file_sink_max_bytes,
+            events: events.clone(),
+            node: Arc::new(NodeInfo {
+                node: node.to_string(),
+                hostname: facts.hostname.clone(),
+                cpus: facts.cpus,
+                memory_total_bytes: facts.memory_total_bytes,
+                kernel: facts.kernel.clone(),
+                cgroup_version: match cgroups.version() {
+                    CgroupVersion::V1 => "v1".into(),
+                    CgroupVersion::V2 => "v2".into(),
+                },
+                drivers: ["cgroup", "procfs", "process"]
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect(),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+            }),
+        };
         let builtin = [
             SinkConfig::builtin(sinks::STDOUT, SinkType::Stdout),
             SinkConfig::builtin(sinks::FILE, SinkType::File),
@@ -154,14 +195,7 @@ impl Agent {
                     sc.name
                 )));
             }
-            let sink = sinks::build(sc, sd, cfg.file_sink_max_bytes)?;
-            let h = sinks::spawn(
-                &sc.name,
-                sc.kind,
-                sink,
-                sc.queue.unwrap_or(1024),
-                events.clone(),
-            );
+            let h = sinks::start(sc, &sink_ctx)?;
             sink_map.insert(sc.name.clone(), h);
         }
         for s in &cfg.heartbeat_sinks {
@@ -178,12 +212,15 @@ impl Agent {
             series: SeriesMap::default(),
             events,
             ready: Default::default(),
+            policy: crate::policy::Policy::new(&cfg.policy, &cfg.proc_root)?,
+            sinks: sink_map.values().cloned().collect(),
         });
         let (tx, rx) = mpsc::channel(1024);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let processes = ProcessManager::new(cgroups.clone(), sd.join("objects"));
         let adopter =
             CgroupKindManager::new(cgroups.clone(), procfs.clone(), cfg.cgroup_root.clone());
+        let containers = ContainerManager::new(&cfg.docker_socket, cgroups.clone(), procfs.clone());
         let mut agent = Agent {
             rx,
             internal_tx,
@@ -195,6 +232,10 @@ impl Agent {
             node,
             processes,
             adopter,
+            containers,
+            by_docker: HashMap::new(),
+            docker_up: None,
+            watcher: None,
             collector,
             sinks: sink_map,
             objects: HashMap::new(),
@@ -276,6 +317,7 @@ impl Agent {
         let mut fast = tokio::time::interval(std::time::Duration::from_millis(20));
         fast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        self.start_container_watch();
         self.shared.ready.store(true, Ordering::Release);
         self.shared.events.emit(
             EventKind::AgentStarted,
@@ -288,7 +330,11 @@ impl Agent {
             json!({"cgroup_version": self.cgroup_version()}),
         );
         loop {
-            let deleting = self.objects.values().any(|e| e.deleting.is_some());
+            // Container deletes advance with their Docker operation, not with the tick.
+            let deleting = self
+                .objects
+                .values()
+                .any(|e| e.deleting.is_some() && !Self::is_container(e));
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(cmd) = self.rx.recv() => self.handle(cmd),
@@ -299,18 +345,24 @@ impl Agent {
             }
         }
         self.shared.ready.store(false, Ordering::Release);
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
         let (tx, rx) = oneshot::channel();
         self.collector.send(Command::Shutdown(tx));
         let _ = rx.await;
-        for s in self.sinks.values() {
-            s.flush().await;
-        }
+        // Emitted before the sinks stop, so that network sinks carry it upstream.
         self.shared.events.emit(
             EventKind::AgentStopped,
             None,
             "nodeagent stopped; workloads keep running",
             serde_json::Value::Null,
         );
+        // Everything queued reaches the sinks' files and spools; network sinks get a moment to
+        // deliver what they hold, and keep the rest in their spool for the next start.
+        for s in self.sinks.values() {
+            s.shutdown(SINK_DRAIN).await;
+        }
     }
 
     fn cgroup_version(&self) -> &'static str {
@@ -322,6 +374,9 @@ impl Agent {
 
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
+            Cmd::Create { spec, wait, reply } if spec.kind == Kind::Container => {
+                self.create_container(*spec, wait, reply);
+            }
             Cmd::Create { spec, wait, reply } => {
                 let _ = reply.send(self.create(*spec, wait));
             }
@@ -342,7 +397,12 @@ impl Agent {
             Cmd::Update { key, patch, reply } => {
                 let _ = reply.send(self.update(&key, *patch));
             }
-            Cmd::Delete { key, wait, reply } => self.delete(&key, wait, reply),
+            Cmd::Delete {
+                key,
+                wait,
+                remove,
+                reply,
+            } => self.delete(&key, wait, remove, reply),
             Cmd::PushOn {
                 key,
                 sink,
@@ -426,10 +486,9 @@ impl Agent {
                 (a.cg.clone(), Work::Adopted(a), net_pid)
             }
             Kind::Container => {
-                return Err(ApiError::unavailable(
-                    "the container kind is not available in this build yet: no Docker driver",
-                )
-                .with_field("kind"))
+                return Err(ApiError::internal(
+                    "container creates go through create_container",
+                ))
             }
             Kind::Host => {
                 return Err(ApiError::invalid("kind", "the host cannot be created"));
@@ -497,7 +556,7 @@ impl Agent {
                 let _ = self.processes.remove(cg);
             }
             Work::Adopted(a) => self.adopter.release(a),
-            Work::Host => {}
+            Work::Host | Work::Container(_) => {}
         }
         tracing::warn!(id = %obj.id, "create rolled back");
     }
@@ -547,6 +606,9 @@ impl Agent {
                 "object {} is being deleted",
                 e.obj.name
             )));
+        }
+        if Self::is_container(e) {
+            return self.update_container(&id, patch);
         }
         let Some(cg) = e.cg.clone() else {
             return Err(ApiError::precondition("object has no cgroup to update"));
@@ -599,7 +661,7 @@ impl Agent {
         Ok(obj)
     }
 
-    fn delete(&mut self, key: &str, wait: bool, reply: Reply<Object>) {
+    fn delete(&mut self, key: &str, wait: bool, remove: bool, reply: Reply<Object>) {
         let id = match self.id_of(key) {
             Ok(id) => id,
             Err(e) => {
@@ -615,6 +677,16 @@ impl Agent {
         if e.obj.kind == Kind::Host {
             let _ = reply.send(Err(ApiError::precondition(
                 "the host object cannot be deleted",
+            )));
+            return;
+        }
+        if remove && !Self::is_container(e) {
+            let _ = reply.send(Err(ApiError::invalid(
+                "remove",
+                format!(
+                    "`remove` applies to adopted containers only; {} is a {}",
+                    e.obj.name, e.obj.kind
+                ),
             )));
             return;
         }
@@ -645,8 +717,13 @@ impl Agent {
             }
             self.processes.signal_all(cg, *pid, libc::SIGTERM);
         }
+        let container = Self::is_container(e);
         e.deleting = Some(d);
         self.collector.send(Command::Remove { id: id.clone() });
+        if container {
+            self.delete_container(&id, remove);
+            return;
+        }
         self.progress_deletes();
     }
 
@@ -676,6 +753,8 @@ impl Agent {
                     }
                     empty && reaped
                 }
+                // Finished when its Docker operation answers (container::on_deleted).
+                (Work::Container(_), _) => false,
                 _ => true,
             };
             if finished {
@@ -683,8 +762,16 @@ impl Agent {
             }
         }
         for id in done {
-            let Some(mut e) = self.objects.remove(&id) else {
-                continue;
+            self.finish_delete(&id);
+        }
+    }
+
+    /// Removes a deleted object from the registry, releases what it held, and answers the
+    /// deletes waiting for it.
+    fn finish_delete(&mut self, id: &str) {
+        {
+            let Some(mut e) = self.objects.remove(id) else {
+                return;
             };
             match (&e.work, &e.cg) {
                 (Work::Adopted(a), _) => self.adopter.release(a),
@@ -693,10 +780,15 @@ impl Agent {
                         tracing::warn!(id = %id, error = %er, "remove cgroup");
                     }
                 }
+                (Work::Container(_), _) => {
+                    if let Some(c) = &e.obj.container {
+                        self.by_docker.remove(&c.id);
+                    }
+                }
                 _ => {}
             }
             self.names.remove(&e.obj.name);
-            self.shared.series.remove(&id);
+            self.shared.series.remove(id);
             e.obj.status = Status::Deleted;
             e.obj.message = None;
             e.obj.updated_at = Timestamp::now();
@@ -803,6 +895,7 @@ impl Agent {
 
     fn internal(&mut self, i: Internal) {
         match i {
+            Internal::Container(d) => self.container_done(*d),
             Internal::Restart(id) => {
                 let Some(e) = self.objects.get_mut(&id) else {
                     return;
@@ -930,6 +1023,14 @@ impl Agent {
                     e.obj.status.to_string()
                 }
             )));
+        }
+        if let Work::Container(c) = &e.work {
+            if !c.is_collected() {
+                return Err(ApiError::precondition(format!(
+                    "container {} is not running yet; reports start once it runs",
+                    e.obj.name
+                )));
+            }
         }
         Ok((e.obj.id.clone(), e.obj.clone()))
     }

@@ -1,7 +1,8 @@
 //! The core's typed configuration. The binary builds it from defaults, the TOML file, the
 //! environment and flags.
 
-pub use nodeagent_engine::sinks::{SinkConfig, SinkType};
+pub use crate::policy::PolicyConfig;
+pub use nodeagent_engine::sinks::{SinkConfig, SinkStatus, SinkType};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +34,11 @@ pub struct CoreConfig {
     pub event_log_size: usize,
     /// Size at which `reports.jsonl` is rotated to `reports.jsonl.1`.
     pub file_sink_max_bytes: u64,
+    /// The Docker Engine's socket (a path or `unix://` URI), for the `container` kind.
+    pub docker_socket: String,
+    /// What callers may create (commands, cgroups, container host access); see
+    /// [`crate::policy`].
+    pub policy: PolicyConfig,
 }
 
 impl CoreConfig {
@@ -51,6 +57,8 @@ impl CoreConfig {
             stop_grace: Duration::from_secs(5),
             event_log_size: 10_000,
             file_sink_max_bytes: 256 << 20,
+            docker_socket: nodeagent_drivers::docker::DEFAULT_SOCKET.to_string(),
+            policy: PolicyConfig::default(),
         }
     }
 }

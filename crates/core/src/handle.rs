@@ -17,6 +17,17 @@ pub struct Created {
     pub object: Object,
 }
 
+/// How to delete (`DELETE /v1/objects/{id}?wait=...&remove=...`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// Answer once the workload is gone, not once the delete has begun.
+    pub wait: bool,
+    /// For an adopted container: stop and remove it. Without it the agent releases the
+    /// container, which keeps running. Refused (400) for other kinds; containers the agent
+    /// created are always removed.
+    pub remove: bool,
+}
+
 /// Answer to push-on/off/once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushAck {
@@ -53,6 +64,10 @@ pub(crate) struct Shared {
     pub series: SeriesMap,
     pub events: Arc<EventLog>,
     pub ready: AtomicBool,
+    /// Checked on every create before the request reaches the loop (see [`crate::policy`]).
+    pub policy: crate::policy::Policy,
+    /// Every sink (built-in and configured), by name, for `/v1/sinks` and `/metrics`.
+    pub sinks: Vec<Arc<nodeagent_engine::sinks::SinkHandle>>,
 }
 
 /// A cheap, cloneable handle to the running core.
@@ -80,6 +95,9 @@ impl AgentHandle {
     /// failed it); without, once it is accepted. Validation errors come back either way.
     pub async fn create(&self, spec: ObjectSpec, wait: bool) -> Result<Created, ApiError> {
         spec.validate()?;
+        // Before anything else, so a refused request has no side effect and never depends on
+        // whether a driver is available.
+        self.shared.policy.check_create(&spec)?;
         let spec = Box::new(spec);
         self.call(|reply| Cmd::Create { spec, wait, reply }).await
     }
@@ -107,8 +125,26 @@ impl AgentHandle {
     }
     /// Deletes. With `wait`, answers once the workload and its cgroup are gone.
     pub async fn delete(&self, key: &str, wait: bool) -> Result<Object, ApiError> {
+        self.delete_with(
+            key,
+            DeleteOptions {
+                wait,
+                remove: false,
+            },
+        )
+        .await
+    }
+    /// Deletes, with every option (see [`DeleteOptions`]).
+    pub async fn delete_with(&self, key: &str, opts: DeleteOptions) -> Result<Object, ApiError> {
         let key = key.to_string();
-        self.call(|reply| Cmd::Delete { key, wait, reply }).await
+        let DeleteOptions { wait, remove } = opts;
+        self.call(|reply| Cmd::Delete {
+            key,
+            wait,
+            remove,
+            reply,
+        })
+        .await
     }
     pub async fn push_on(
         &self,
@@ -174,7 +210,25 @@ impl AgentHandle {
     }
     /// Prometheus text exposition of every latest sample.
     pub fn prometheus_text(&self) -> String {
-        nodeagent_engine::prometheus::render(&self.shared.series)
+        let mut text = nodeagent_engine::prometheus::render(&self.shared.series);
+        nodeagent_engine::prometheus::render_sinks(&self.sinks(), &mut text);
+        text
+    }
+    /// Every sink's queue, spool and delivery counters (`GET /v1/sinks`), by name.
+    pub fn sinks(&self) -> Vec<nodeagent_engine::sinks::SinkStatus> {
+        self.shared.sinks.iter().map(|s| s.status()).collect()
+    }
+    /// Appends an audit record (an [`EventKind::Audit`] event) to the event log: who made a
+    /// mutating API request, what it was, and its result. Returns the event's sequence number.
+    pub fn audit(
+        &self,
+        object: Option<(&str, &str)>,
+        message: impl Into<String>,
+        data: serde_json::Value,
+    ) -> u64 {
+        self.shared
+            .events
+            .emit(nodeagent_types::EventKind::Audit, object, message, data)
     }
     /// True once start-up has finished and until shutdown begins.
     pub fn ready(&self) -> bool {

@@ -7,10 +7,12 @@
 mod agent;
 pub mod config;
 mod handle;
+pub mod policy;
 
 pub use agent::Agent;
-pub use config::{CoreConfig, SinkConfig, SinkType};
-pub use handle::{AgentHandle, Created, HostInfo, PushAck};
+pub use config::{CoreConfig, SinkConfig, SinkStatus, SinkType};
+pub use handle::{AgentHandle, Created, DeleteOptions, HostInfo, PushAck};
+pub use policy::{Policy, PolicyConfig, PolicyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -27,6 +29,8 @@ pub enum CoreError {
     Sink(#[from] nodeagent_engine::sinks::SinkError),
     #[error("config: {0}")]
     Config(String),
+    #[error("config: {0}")]
+    Policy(#[from] policy::PolicyError),
     #[error("collector thread: {0}")]
     Collector(std::io::Error),
 }

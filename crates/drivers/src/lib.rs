@@ -2,5 +2,6 @@
 //! takes injectable roots and plain values, and returns typed errors that name the path at fault.
 
 pub mod cgroup;
+pub mod docker;
 pub mod process;
 pub mod procfs;

@@ -1,6 +1,7 @@
 //! The engine: managers (one per kind) that act through drivers, the collector that samples
 //! every object from one scheduler thread, the sinks that reports go to, and the Prometheus
-//! exposition of the latest samples.
+//! exposition of the latest samples. Network sinks write through a disk [`spool`] and speak the
+//! [`upstream`] protocol.
 
 pub mod collector;
 pub mod events;
@@ -8,6 +9,8 @@ pub mod managers;
 pub mod prometheus;
 pub mod series;
 pub mod sinks;
+pub mod spool;
+pub mod upstream;
 
 pub use events::EventLog;
 pub use series::{Series, SeriesMap};

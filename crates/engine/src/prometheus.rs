@@ -168,6 +168,87 @@ pub fn render(series: &SeriesMap) -> String {
     out
 }
 
+/// Appends the reporting path's families: per sink, labelled `sink` and `type`.
+pub fn render_sinks(sinks: &[crate::sinks::SinkStatus], out: &mut String) {
+    type Get = fn(&crate::sinks::SinkStatus) -> u64;
+    let families: [(&str, &str, &str, Get); 9] = [
+        (
+            "nodeagent_sink_queue_depth",
+            "gauge",
+            "Records in the sink's in-memory queue.",
+            |s| s.queue_depth,
+        ),
+        (
+            "nodeagent_sink_spool_bytes",
+            "gauge",
+            "Size of the sink's disk spool.",
+            |s| s.spool_bytes,
+        ),
+        (
+            "nodeagent_sink_spool_records",
+            "gauge",
+            "Records in the sink's spool not yet acknowledged by the upstream.",
+            |s| s.spool_records,
+        ),
+        (
+            "nodeagent_sink_sent_total",
+            "counter",
+            "Records written or transmitted (retransmissions included).",
+            |s| s.sent,
+        ),
+        (
+            "nodeagent_sink_acked_total",
+            "counter",
+            "Records written, or acknowledged by the upstream (each once).",
+            |s| s.acked,
+        ),
+        (
+            "nodeagent_sink_retried_total",
+            "counter",
+            "Records transmitted again after a failure or reconnect.",
+            |s| s.retried,
+        ),
+        (
+            "nodeagent_sink_dropped_total",
+            "counter",
+            "Records lost (queue full, spool cap, spool write failure, corruption).",
+            |s| s.dropped,
+        ),
+        (
+            "nodeagent_sink_errors_total",
+            "counter",
+            "Failed writes, connections and RPCs.",
+            |s| s.errors,
+        ),
+        (
+            "nodeagent_sink_connected",
+            "gauge",
+            "1 while a network sink is connected to its upstream (absent for local sinks).",
+            |s| u64::from(s.connected.unwrap_or(false)),
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let connected = name == "nodeagent_sink_connected";
+        let mut wrote_header = false;
+        for s in sinks {
+            if connected && s.connected.is_none() {
+                continue;
+            }
+            if !wrote_header {
+                header(out, name, kind, help);
+                wrote_header = true;
+            }
+            out.push_str(name);
+            out.push_str("{sink=\"");
+            escape(&s.name, out);
+            out.push_str("\",type=\"");
+            out.push_str(s.kind.as_str());
+            out.push_str("\"}");
+            value(out, get(s) as f64);
+        }
+    }
+}
+
 fn host_families(
     out: &mut String,
     id: &str,
@@ -281,6 +362,54 @@ fn host_families(
 mod tests {
     use super::*;
     use crate::series::Series;
+
+    #[test]
+    fn renders_sink_families() {
+        let st = |name: &str, kind, connected| crate::sinks::SinkStatus {
+            name: name.into(),
+            kind,
+            target: None,
+            queue_depth: 3,
+            queue_capacity: 1024,
+            spool_bytes: 4096,
+            spool_records: 7,
+            sent: 10,
+            acked: 9,
+            retried: 1,
+            dropped: 0,
+            errors: 2,
+            connected,
+            last_seq: None,
+            acked_seq: None,
+            node_id: None,
+            last_error: None,
+        };
+        let mut out = String::new();
+        render_sinks(
+            &[
+                st("file", crate::sinks::SinkType::File, None),
+                st("up", crate::sinks::SinkType::Grpc, Some(true)),
+            ],
+            &mut out,
+        );
+        assert!(
+            out.contains("# TYPE nodeagent_sink_dropped_total counter"),
+            "{out}"
+        );
+        assert!(
+            out.contains("nodeagent_sink_spool_bytes{sink=\"up\",type=\"grpc\"} 4096"),
+            "{out}"
+        );
+        assert!(
+            out.contains("nodeagent_sink_connected{sink=\"up\",type=\"grpc\"} 1"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("nodeagent_sink_connected{sink=\"file\""),
+            "{out}"
+        );
+        assert_eq!(out.matches("# HELP nodeagent_sink_sent_total").count(), 1);
+    }
 
     #[test]
     fn renders_families_with_labels() {

@@ -50,7 +50,8 @@ async fn reports_carry_every_sample_once_in_order() {
         Box::new(Capture(got.clone())),
         64,
         events,
-    );
+    )
+    .expect("sink thread");
     let c = Collector::start(ProcFs::new(proc.path()), "node-a".into()).expect("collector");
     let map = SeriesMap::default();
     let s = map.insert(Series::new("host".into(), "h".into(), Kind::Host, 1000));

@@ -7,7 +7,8 @@
 //! [`Config`].
 
 use anyhow::{bail, Context as _};
-use nodeagent_core::{CoreConfig, SinkConfig, SinkType};
+use nodeagent_core::PolicyConfig;
+use nodeagent_core::{CoreConfig, SinkConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,12 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7464";
 pub const DEFAULT_STATE_DIR: &str = "./nodeagent-data";
 pub const SOCKET_FILE: &str = "nodeagent.sock";
+/// The TCP bearer token's file in the state dir (DESIGN.md §4, access).
+pub const TOKEN_FILE: &str = "token";
+/// Largest request body by default: specs are a few hundred bytes.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+const MIN_MAX_BODY: u64 = 4 << 10;
+const MAX_MAX_BODY: u64 = 64 << 20;
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub const DEFAULT_PROC_ROOT: &str = "/proc";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -23,6 +30,7 @@ pub const DEFAULT_RING_SIZE: usize = 120;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEARTBEAT_SINKS: &[&str] = &["file"];
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The sinks every agent has without configuration (DESIGN.md §4).
 pub const BUILTIN_SINKS: &[&str] = &["stdout", "file", "prometheus"];
 /// Sampling faster than the scheduler's design point would only burn CPU.
@@ -33,9 +41,10 @@ pub const RUN_LONG_ABOUT: &str = "\
 Run the nodeagent daemon.
 
 It serves the HTTP/JSON API and gRPC on --listen (one port for both) and on the unix socket
---socket, creates, updates and deletes workloads (processes and cgroups), samples their metrics
-from cgroupfs and procfs, and reports them to sinks. SIGTERM or SIGINT stops it gracefully; a
-second signal stops it at once.
+--socket, creates, updates and deletes workloads (processes, cgroups, and Docker containers
+through the engine at --docker-socket), samples their metrics from cgroupfs and procfs, and
+reports them to sinks. SIGTERM or SIGINT stops it gracefully; a second signal stops it at once;
+workloads keep running either way.
 
 Configuration is layered; each layer overrides the one before it:
   1. built-in defaults                  (shown as [default: ...] below)
@@ -59,8 +68,47 @@ Example:
   [[sink]]                     # a named sink besides the built-in stdout, file and prometheus
   name = \"upstream\"
   type = \"grpc\"                # stdout | file | grpc | nats
-  address = \"http://127.0.0.1:7465\"
-  # nats:  url = \"nats://127.0.0.1:4222\"      file:  path = \"/var/log/nodeagent.jsonl\"";
+  address = \"http://127.0.0.1:7465\"   # https:// with [sink.tls] ca, cert, key, server_name
+  batch_size = 1000            # grpc, nats: records per batch at most
+  batch_age = \"5ms\"            # grpc, nats: longest a record waits for its batch
+  compression = \"gzip\"         # grpc: gzip | none
+  heartbeat_interval = \"10s\"   # grpc: lease renewal
+  ack_timeout = \"30s\"          # grpc, nats: reconnect when a batch is not acknowledged by then
+  spool_max_bytes = \"1Gi\"      # grpc, nats: disk spool cap; past it the oldest records drop
+  spool_segment_bytes = \"16Mi\" # grpc, nats: spool segment size
+  spool_fsync = \"1s\"           # grpc, nats: always | never | an interval
+  queue = 1024                 # batches in memory before the spool (every type)
+  labels = { rack = \"r1\" }     # grpc: sent at registration
+
+  [[sink]]
+  name = \"bus\"
+  type = \"nats\"                # JetStream: nodeagent.<node>.metrics / .events
+  url = \"nats://127.0.0.1:4222\"
+  stream = \"NODEAGENT\"         # created if missing, subjects <subject_prefix>.>
+  subject_prefix = \"nodeagent\"
+  # file:  path = \"/var/log/nodeagent.jsonl\"
+
+Network sinks (grpc, nats) keep a write-ahead spool in <state-dir>/spool/<name>/: nothing is
+lost while the upstream is down or when the agent is killed; delivery is at-least-once, and each
+record carries a per-node sequence number for deduplication.
+
+Access (secure by default): the unix socket is mode 0600 (0660 with socket_group). On TCP every
+request but /healthz and /readyz needs `Authorization: Bearer <token>`; the token is generated on
+first start into <state-dir>/token (mode 0600) and the CLI reads it from there. Listening on a
+non-loopback address with auth = \"none\" and no tls_client_ca refuses to start.
+
+  auth = \"token\"               # token | none (none: loopback or mTLS only)
+  metrics_public = false       # true: /metrics without the token
+  tls_cert = \"/etc/nodeagent/server.pem\"
+  tls_key = \"/etc/nodeagent/server.key\"          # mode 0600
+  tls_client_ca = \"/etc/nodeagent/clients-ca.pem\" # require client certificates (mTLS)
+
+  [policy]                     # what callers may create; a refusal is 403 naming the rule
+  process_commands = [\"/usr/bin/\", \"/opt/app/run\"]  # absent: any command
+  cgroup_parents = [\"/workloads\"]                    # absent: any cgroup
+  allow_privileged = false     # containers; default false
+  allow_host_namespaces = false
+  mount_sources = [\"/srv/data/\"]                     # default: no host-path mounts";
 
 /// Options of `nodeagent run`. `--state-dir` and `--socket` are global options (the client
 /// commands use them to find the socket) and live in [`crate::cli::GlobalOpts`].
@@ -110,6 +158,72 @@ pub struct RunArgs {
           value_parser = parse_duration_arg)]
     pub stop_grace: Option<Duration>,
 
+    /// The Docker Engine's socket, for objects of kind container (a path or unix:// URI). The
+    /// agent starts without an engine; the container kind then answers 503 until one answers
+    /// here [default: /var/run/docker.sock]
+    #[arg(long, env = "NODEAGENT_DOCKER_SOCKET", value_name = "PATH")]
+    pub docker_socket: Option<String>,
+
+    /// Authentication on TCP: `token` (every request but /healthz and /readyz needs the bearer
+    /// token of --token-file) or `none` (only on a loopback address, or with --tls-client-ca)
+    /// [default: token]
+    #[arg(
+        long,
+        env = "NODEAGENT_AUTH",
+        value_name = "MODE",
+        hide_possible_values = true,
+        help_heading = "Security"
+    )]
+    pub auth: Option<AuthMode>,
+
+    /// Serve /metrics on TCP without the token (for a Prometheus that has none)
+    /// [default: false]
+    #[arg(long, env = "NODEAGENT_METRICS_PUBLIC", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", help_heading = "Security")]
+    pub metrics_public: Option<bool>,
+
+    /// Largest request body or gRPC message; larger ones get 413, e.g. 1Mi [default: 1Mi]
+    #[arg(long, env = "NODEAGENT_MAX_BODY", value_name = "SIZE",
+          value_parser = parse_size_arg, help_heading = "Security")]
+    pub max_body: Option<u64>,
+
+    /// Group allowed to use the unix socket: the socket becomes mode 0660 and owned by it
+    /// [default: none, mode 0600]
+    #[arg(
+        long,
+        env = "NODEAGENT_SOCKET_GROUP",
+        value_name = "GROUP",
+        help_heading = "Security"
+    )]
+    pub socket_group: Option<String>,
+
+    /// Serve TCP over TLS with this certificate chain (PEM) [default: none, plain TCP]
+    #[arg(
+        long,
+        env = "NODEAGENT_TLS_CERT",
+        value_name = "FILE",
+        help_heading = "Security"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM, mode 0600) [default: none]
+    #[arg(
+        long,
+        env = "NODEAGENT_TLS_KEY",
+        value_name = "FILE",
+        help_heading = "Security"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require TLS client certificates signed by this CA (PEM): mTLS [default: none]
+    #[arg(
+        long,
+        env = "NODEAGENT_TLS_CLIENT_CA",
+        value_name = "FILE",
+        help_heading = "Security"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Print the resolved configuration as TOML and exit without starting (for checking what
     /// the file, the environment and the flags add up to)
     #[arg(long)]
@@ -118,6 +232,30 @@ pub struct RunArgs {
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     nodeagent_types::parse_duration(s)
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    nodeagent_types::parse_memory(s)
+}
+
+/// How TCP requests authenticate.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// `Authorization: Bearer <token>` on every request but /healthz and /readyz.
+    #[default]
+    Token,
+    /// No token: allowed only on a loopback address or with client certificates.
+    None,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Token => "token",
+            AuthMode::None => "none",
+        }
+    }
 }
 
 /// The TOML file, exactly as written. Every key is optional; unknown keys are rejected so a
@@ -149,9 +287,29 @@ struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_grace: Option<nodeagent_types::Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    docker_socket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat: Option<HeartbeatFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sink: Vec<SinkConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<AuthMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_public: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_body: Option<nodeagent_types::Memory>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket_group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_client_ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<PolicyConfig>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -178,7 +336,26 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub heartbeat_sinks: Vec<String>,
     pub stop_grace: Duration,
+    pub docker_socket: String,
     pub sinks: Vec<SinkConfig>,
+    /// The TCP bearer token's file (created on first start when missing).
+    pub token_file: PathBuf,
+    pub auth: AuthMode,
+    pub metrics_public: bool,
+    pub max_body: u64,
+    pub socket_group: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub policy: PolicyConfig,
+}
+
+/// The options shared with the client commands, which find the daemon with them.
+#[derive(Debug, Default, Clone)]
+pub struct Globals {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
 }
 
 /// What the environment contributes besides clap's `env` options: `RUST_LOG`, which ranks
@@ -201,32 +378,34 @@ impl Env {
 impl Config {
     /// Builds the configuration from the file named by `args.config` (if any), clap's
     /// flag-or-environment values, and the defaults.
-    pub fn load(
-        args: &RunArgs,
-        state_dir: Option<PathBuf>,
-        socket: Option<PathBuf>,
-        env: &Env,
-    ) -> anyhow::Result<Config> {
+    pub fn load(args: &RunArgs, global: Globals, env: &Env) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Config::layer(file, args, state_dir, socket, env)
+        Config::layer(file, args, global, env)
     }
 
     fn layer(
         file: FileConfig,
         args: &RunArgs,
-        state_dir: Option<PathBuf>,
-        socket: Option<PathBuf>,
+        global: Globals,
         env: &Env,
     ) -> anyhow::Result<Config> {
+        let Globals {
+            state_dir,
+            socket,
+            token_file,
+        } = global;
         let state_dir = state_dir
             .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let socket = socket
             .or(file.socket)
             .unwrap_or_else(|| state_dir.join(SOCKET_FILE));
+        let token_file = token_file
+            .or(file.token_file)
+            .unwrap_or_else(|| state_dir.join(TOKEN_FILE));
         let (hb_interval, hb_sinks) = match file.heartbeat {
             Some(hb) => {
                 if hb.interval.is_some() && file.heartbeat_interval.is_some() {
@@ -283,7 +462,24 @@ impl Config {
                 .stop_grace
                 .or(file.stop_grace.map(|d| d.0))
                 .unwrap_or(DEFAULT_STOP_GRACE),
+            docker_socket: args
+                .docker_socket
+                .clone()
+                .or(file.docker_socket)
+                .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string()),
             sinks: file.sink,
+            token_file,
+            auth: args.auth.or(file.auth).unwrap_or_default(),
+            metrics_public: args.metrics_public.or(file.metrics_public).unwrap_or(false),
+            max_body: args
+                .max_body
+                .or(file.max_body.map(|m| m.0))
+                .unwrap_or(DEFAULT_MAX_BODY),
+            socket_group: args.socket_group.clone().or(file.socket_group),
+            tls_cert: args.tls_cert.clone().or(file.tls_cert),
+            tls_key: args.tls_key.clone().or(file.tls_key),
+            tls_client_ca: args.tls_client_ca.clone().or(file.tls_client_ca),
+            policy: file.policy.unwrap_or_default(),
             state_dir,
         };
         cfg.check()?;
@@ -300,6 +496,11 @@ impl Config {
                 bail!("cgroup_parent {parent:?}: give an absolute cgroup path such as /nodeagent, without '.' or '..'");
             }
         }
+        if self.docker_socket.trim().is_empty()
+            || self.docker_socket.trim_start_matches("unix://").is_empty()
+        {
+            bail!("docker_socket: empty; give the engine's socket, e.g. {DEFAULT_DOCKER_SOCKET}");
+        }
         if self.node_name.trim().is_empty() {
             bail!("node_name: empty; give a name or leave it unset to use the hostname");
         }
@@ -311,21 +512,18 @@ impl Config {
         }
         let mut names: BTreeSet<&str> = BUILTIN_SINKS.iter().copied().collect();
         for (i, sink) in self.sinks.iter().enumerate() {
-            let at = format!("sink[{i}] ({:?})", sink.name);
             if sink.name.is_empty() {
-                bail!("sink[{i}]: `name` is empty");
+                bail!("sink[{i}].name: empty");
             }
             if !names.insert(sink.name.as_str()) {
-                bail!("{at}: the name is already taken (built-in sinks: stdout, file, prometheus)");
+                bail!(
+                    "sink[{i}].name: {:?} is already taken (built-in sinks: stdout, file, prometheus)",
+                    sink.name
+                );
             }
-            match sink.kind {
-                SinkType::Grpc if sink.address.is_none() => {
-                    bail!("{at}: type grpc needs `address`, e.g. \"http://127.0.0.1:7465\"")
-                }
-                SinkType::Nats if sink.url.is_none() => {
-                    bail!("{at}: type nats needs `url`, e.g. \"nats://127.0.0.1:4222\"")
-                }
-                _ => {}
+            // Every type's options, with errors that name the field (`sink[2].address: ...`).
+            if let Err(e) = sink.validate(i) {
+                bail!("{e}");
             }
         }
         for name in &self.heartbeat_sinks {
@@ -333,6 +531,40 @@ impl Config {
                 bail!("heartbeat.sinks: unknown sink {name:?}; known: {names:?}");
             }
         }
+        self.check_security()?;
+        Ok(())
+    }
+
+    /// The access settings: TLS files come in pairs, the body cap is sane, the policy's
+    /// entries are usable.
+    fn check_security(&self) -> anyhow::Result<()> {
+        if !(MIN_MAX_BODY..=MAX_MAX_BODY).contains(&self.max_body) {
+            bail!(
+                "max_body: {} bytes is out of range; give 4Ki to 64Mi (the default is 1Mi)",
+                self.max_body
+            );
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                bail!("tls_cert is set but tls_key is not; give both (or neither for plain TCP)")
+            }
+            (None, Some(_)) => {
+                bail!("tls_key is set but tls_cert is not; give both (or neither for plain TCP)")
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            bail!("tls_client_ca needs tls_cert and tls_key: client certificates are part of TLS");
+        }
+        if self
+            .socket_group
+            .as_ref()
+            .is_some_and(|g| g.trim().is_empty())
+        {
+            bail!("socket_group: empty; give a group name, or leave it unset for mode 0600");
+        }
+        nodeagent_core::Policy::new(&self.policy, &self.proc_root)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
 
@@ -348,6 +580,8 @@ impl Config {
         core.heartbeat_sinks = self.heartbeat_sinks.clone();
         core.sinks = self.sinks.clone();
         core.stop_grace = self.stop_grace;
+        core.policy = self.policy.clone();
+        core.docker_socket = self.docker_socket.clone();
         core
     }
 
@@ -365,11 +599,22 @@ impl Config {
             ring_size: Some(self.ring_size),
             heartbeat_interval: None,
             stop_grace: Some(nodeagent_types::Duration(self.stop_grace)),
+            docker_socket: Some(self.docker_socket.clone()),
             heartbeat: Some(HeartbeatFile {
                 interval: Some(nodeagent_types::Duration(self.heartbeat_interval)),
                 sinks: Some(self.heartbeat_sinks.clone()),
             }),
             sink: self.sinks.clone(),
+            // The token file's path only: the token itself is never part of the configuration.
+            token_file: Some(self.token_file.clone()),
+            auth: Some(self.auth),
+            metrics_public: Some(self.metrics_public),
+            max_body: Some(nodeagent_types::Memory(self.max_body)),
+            socket_group: self.socket_group.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            policy: Some(self.policy.clone()),
         };
         toml::to_string(&file).context("printing the configuration")
     }
@@ -406,9 +651,15 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nodeagent_core::SinkType;
 
     fn layer(file: &str, args: RunArgs) -> anyhow::Result<Config> {
-        Config::layer(parse_file(file)?, &args, None, None, &Env::default())
+        Config::layer(
+            parse_file(file)?,
+            &args,
+            Globals::default(),
+            &Env::default(),
+        )
     }
 
     #[test]
@@ -422,6 +673,7 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(c.heartbeat_sinks, vec!["file".to_string()]);
         assert_eq!(c.stop_grace, Duration::from_secs(5));
+        assert_eq!(c.docker_socket, "/var/run/docker.sock");
         assert!(c.cgroup_parent.is_none());
         assert!(!c.node_name.is_empty());
     }
@@ -455,13 +707,13 @@ mod tests {
             rust_log: Some("warn".into()),
         };
         let f = || parse_file(r#"log_level = "debug""#).expect("valid");
-        let c = Config::layer(f(), &RunArgs::default(), None, None, &env).expect("valid");
+        let c = Config::layer(f(), &RunArgs::default(), Globals::default(), &env).expect("valid");
         assert_eq!(c.log_level, "warn");
         let args = RunArgs {
             log_level: Some("trace".into()),
             ..RunArgs::default()
         };
-        let c = Config::layer(f(), &args, None, None, &env).expect("valid");
+        let c = Config::layer(f(), &args, Globals::default(), &env).expect("valid");
         assert_eq!(c.log_level, "trace");
     }
 
@@ -501,7 +753,23 @@ mod tests {
             ),
             ("[[sink]]\nname = \"a\"\ntype = \"kafka\"", "kafka"),
             ("stop_grace = \"5 parsecs\"", "stop_grace"),
-            ("[[sink]]\nname = \"a\"\ntype = \"grpc\"", "address"),
+            ("[[sink]]\nname = \"a\"\ntype = \"grpc\"", "sink[0].address"),
+            (
+                "[[sink]]\nname = \"a\"\ntype = \"nats\"\nurl = \"nats://x:1\"\n[[sink]]\nname = \"b\"\ntype = \"grpc\"\naddress = \"http://x:1\"\nbatch_size = 0",
+                "sink[1].batch_size",
+            ),
+            (
+                "[[sink]]\nname = \"a\"\ntype = \"file\"\naddress = \"http://x:1\"",
+                "sink[0].address",
+            ),
+            (
+                "[[sink]]\nname = \"a\"\ntype = \"grpc\"\naddress = \"http://x:1\"\nspool_fsync = \"often\"",
+                "spool_fsync",
+            ),
+            (
+                "[[sink]]\nname = \"a\"\ntype = \"grpc\"\naddress = \"http://x:1\"\n[sink.tls]\nca = \"/x\"",
+                "sink[0].tls",
+            ),
             (
                 "[[sink]]\nname = \"file\"\ntype = \"file\"",
                 "already taken",
@@ -526,12 +794,99 @@ mod tests {
     #[test]
     fn prints_as_toml_that_reads_back() {
         let c = layer(
-            "[[sink]]\nname = \"n\"\ntype = \"nats\"\nurl = \"nats://x\"",
+            "[[sink]]\nname = \"n\"\ntype = \"nats\"\nurl = \"nats://x\"\n\
+             [[sink]]\nname = \"g\"\ntype = \"grpc\"\naddress = \"https://up:443\"\n\
+             batch_age = \"2ms\"\ncompression = \"gzip\"\nspool_max_bytes = \"64Mi\"\n\
+             spool_fsync = \"always\"\nlabels = { rack = \"r1\" }\n[sink.tls]\nca = \"/ca.pem\"",
             RunArgs::default(),
         )
         .expect("valid");
+        assert_eq!(
+            c.sinks[1].tls.as_ref().and_then(|t| t.ca.clone()),
+            Some(PathBuf::from("/ca.pem"))
+        );
         let text = c.to_toml().expect("toml");
         let back = layer(&text, RunArgs::default()).expect("reads back");
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn security_settings_layer_and_check() {
+        let c = layer("", RunArgs::default()).expect("defaults");
+        assert_eq!(c.auth, AuthMode::Token);
+        assert_eq!(c.token_file, PathBuf::from("./nodeagent-data/token"));
+        assert!(!c.metrics_public);
+        assert_eq!(c.max_body, 1 << 20);
+        assert_eq!(c.socket_group, None);
+        assert_eq!(c.policy, PolicyConfig::default());
+
+        let file = r#"
+            state_dir = "/tmp/sd"
+            auth = "none"
+            metrics_public = true
+            max_body = "64Ki"
+            socket_group = "adm"
+            tls_cert = "/c.pem"
+            tls_key = "/k.pem"
+            tls_client_ca = "/ca.pem"
+            [policy]
+            process_commands = ["/usr/bin/"]
+            cgroup_parents = ["/workloads"]
+            allow_privileged = true
+            mount_sources = ["/srv/"]
+        "#;
+        let c = layer(file, RunArgs::default()).expect("valid");
+        assert_eq!(c.auth, AuthMode::None);
+        assert_eq!(c.token_file, PathBuf::from("/tmp/sd/token"));
+        assert!(c.metrics_public);
+        assert_eq!(c.max_body, 64 << 10);
+        assert_eq!(c.socket_group.as_deref(), Some("adm"));
+        assert_eq!(c.tls_client_ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(
+            c.policy.process_commands,
+            Some(vec!["/usr/bin/".to_string()])
+        );
+        assert!(c.policy.allow_privileged);
+        assert!(!c.policy.allow_host_namespaces);
+        assert_eq!(c.core_config().policy, c.policy);
+        // Flags win, and the printout reads back to the same configuration.
+        let args = RunArgs {
+            auth: Some(AuthMode::Token),
+            metrics_public: Some(false),
+            max_body: Some(4096),
+            ..RunArgs::default()
+        };
+        let c = layer(file, args).expect("valid");
+        assert_eq!(c.auth, AuthMode::Token);
+        assert!(!c.metrics_public);
+        assert_eq!(c.max_body, 4096);
+        let text = c.to_toml().expect("toml");
+        assert!(text.contains("token_file = \"/tmp/sd/token\""), "{text}");
+        assert_eq!(layer(&text, RunArgs::default()).expect("reads back"), c);
+
+        for (file, needle) in [
+            ("tls_cert = \"/c.pem\"", "tls_key"),
+            ("tls_key = \"/k.pem\"", "tls_cert"),
+            ("tls_client_ca = \"/ca.pem\"", "tls_client_ca needs"),
+            ("max_body = 10", "max_body"),
+            ("max_body = \"1Gi\"", "max_body"),
+            ("auth = \"password\"", "password"),
+            ("socket_group = \" \"", "socket_group"),
+            (
+                "[policy]\nprocess_commands = [\"bin/\"]",
+                "policy.process_commands[0]",
+            ),
+            (
+                "[policy]\ncgroup_parents = [\"x\"]",
+                "policy.cgroup_parents[0]",
+            ),
+            ("[policy]\nallow_everything = true", "allow_everything"),
+        ] {
+            let err = match layer(file, RunArgs::default()) {
+                Ok(c) => panic!("{file:?} was accepted: {c:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.contains(needle), "{file:?}: {err}");
+        }
     }
 }

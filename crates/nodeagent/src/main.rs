@@ -5,7 +5,9 @@
 
 mod cli;
 mod config;
+mod receiver;
 mod run;
+mod security;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -14,6 +16,7 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let result = match args.command {
         cli::Command::Run(run_args) => run::main(&args.global, *run_args),
+        cli::Command::Sink(sink_args) => receiver::main(*sink_args),
         command => cli::main(&args.global, command),
     };
     match result {

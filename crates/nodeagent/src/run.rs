@@ -4,9 +4,11 @@
 //! 1. configuration, then logging (the log level is part of the configuration);
 //! 2. signal handlers, first of all, so a SIGTERM during start-up is a clean stop rather than
 //!    the default instant death half-way through creating cgroups;
-//! 3. the state dir (0700: it will hold the socket and, later, the API token);
-//! 4. the TCP listener and the unix socket, *before* the core: a port in use or a second agent
-//!    on the same state dir is then reported before any cgroup or thread is created;
+//! 3. the state dir (0700, and refused if others can write to it: it holds the socket and the
+//!    API token), then the token (generated on first start) and the TLS files;
+//! 4. the TCP listener and the unix socket, *before* the core: a port in use, a second agent
+//!    on the same state dir, or a listener exposed without authentication is then reported
+//!    before any cgroup or thread is created;
 //! 5. the core (`Agent::start`: drivers, managers, collectors, reporters);
 //! 6. the event loop and both servers, under one shutdown signal; then the "ready" line.
 //!
@@ -14,11 +16,12 @@
 //! on; they drain and return. A second signal exits at once.
 
 use crate::cli::GlobalOpts;
-use crate::config::{Config, Env, RunArgs};
+use crate::config::{AuthMode, Config, Env, Globals, RunArgs};
+use crate::security;
 use anyhow::{anyhow, bail, Context as _};
 use nodeagent_core::Agent;
 use std::io::IsTerminal as _;
-use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -35,8 +38,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn main(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<()> {
     let cfg = Config::load(
         &args,
-        global.state_dir.clone(),
-        global.socket.clone(),
+        Globals {
+            state_dir: global.state_dir.clone(),
+            socket: global.socket.clone(),
+            token_file: global.token_file.clone(),
+        },
         &Env::from_process(),
     )?;
     if args.print_config {
@@ -76,6 +82,28 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let mut signals = Signals::install()?;
     create_state_dir(&cfg.state_dir)?;
+    security::check_state_dir(&cfg.state_dir)?;
+    let token = match cfg.auth {
+        AuthMode::Token => {
+            let (token, created) = security::load_or_create_token(&cfg.token_file)?;
+            if created {
+                info!(path = %cfg.token_file.display(), "generated the API token (mode 0600); TCP clients send it as `Authorization: Bearer <token>`");
+            }
+            Some(token)
+        }
+        AuthMode::None => None,
+    };
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            nodeagent_api::tls::ServerTls::load(&nodeagent_api::tls::ServerFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: cfg.tls_client_ca.clone(),
+            })
+            .context("loading TLS (tls_cert, tls_key, tls_client_ca)")?,
+        ),
+        _ => None,
+    };
 
     let tcp = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -83,21 +111,54 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let http_addr = tcp
         .local_addr()
         .context("reading the TCP listener's address")?;
-    let (unix, _socket_file) = bind_socket(&cfg.socket).await?;
+    security::check_tcp_exposure(&cfg, http_addr)?;
+    let (unix, _socket_file) = bind_socket(&cfg).await?;
+    let tcp_opts = nodeagent_api::TcpOptions {
+        token,
+        metrics_public: cfg.metrics_public,
+        tls,
+        max_body: usize::try_from(cfg.max_body).unwrap_or(usize::MAX),
+    };
+    let unix_opts = nodeagent_api::UnixOptions {
+        max_body: tcp_opts.max_body,
+    };
+    let access = access_summary(&cfg);
 
     let (agent, handle) = Agent::start(cfg.core_config()).context("starting the agent core")?;
-    info!("no upstream configured: host registration and the upstream RPC driver are not enabled");
+    // Network sinks register the host with their upstream in the background (start-up never
+    // waits for an upstream, which may be down); say which, or that there is none.
+    let upstreams: Vec<String> = cfg
+        .sinks
+        .iter()
+        .filter(|s| s.kind.is_network())
+        .map(|s| {
+            format!(
+                "{}={}",
+                s.name,
+                s.address.as_deref().or(s.url.as_deref()).unwrap_or("")
+            )
+        })
+        .collect();
+    if upstreams.is_empty() {
+        info!("no upstream configured (no sink of type grpc or nats): reports stay on this node");
+    } else {
+        info!(upstreams = %upstreams.join(","), "reporting upstream; registering in the background");
+    }
 
     let (tx, rx) = watch::channel(false);
     let agent_fut = agent.run(shutdown_signal(rx.clone()));
     let tcp_fut = async {
-        let r = nodeagent_api::serve_tcp(tcp, handle.clone(), shutdown_signal(rx.clone())).await;
+        let r =
+            nodeagent_api::serve_tcp(tcp, handle.clone(), tcp_opts, shutdown_signal(rx.clone()))
+                .await;
         // A server that stops by itself (an accept error) stops the whole agent.
         tx.send_replace(true);
         r.with_context(|| format!("HTTP/gRPC server on {http_addr}"))
     };
     let unix_fut = async {
-        let r = nodeagent_api::serve_unix(unix, handle.clone(), shutdown_signal(rx.clone())).await;
+        let r =
+            nodeagent_api::serve_unix(unix, handle.clone(), unix_opts, shutdown_signal(rx.clone()))
+                .await;
         tx.send_replace(true);
         r.with_context(|| format!("server on unix socket {}", cfg.socket.display()))
     };
@@ -105,7 +166,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::pin!(work);
 
     info!(
-        "nodeagent ready http={http_addr} grpc={http_addr} socket={} state_dir={}",
+        "nodeagent ready http={http_addr} grpc={http_addr} socket={} state_dir={} {access}",
         cfg.socket.display(),
         cfg.state_dir.display()
     );
@@ -188,9 +249,34 @@ impl Drop for SocketFile {
     }
 }
 
+/// `auth=token tls=mtls socket_mode=0600`: how each listener lets callers in, for the ready line.
+fn access_summary(cfg: &Config) -> String {
+    let tls = match (&cfg.tls_cert, &cfg.tls_client_ca) {
+        (None, _) => "off",
+        (Some(_), None) => "on",
+        (Some(_), Some(_)) => "mtls",
+    };
+    let socket = match &cfg.socket_group {
+        None => "0600".to_string(),
+        Some(g) => format!("0660:{g}"),
+    };
+    let metrics = if cfg.metrics_public {
+        " metrics=public"
+    } else {
+        ""
+    };
+    format!(
+        "auth={} tls={tls} socket_mode={socket}{metrics}",
+        cfg.auth.as_str()
+    )
+}
+
 /// Binds the API's unix socket, replacing a stale socket file left by a daemon that died, but
-/// never one a live daemon still answers on, nor a file that is not a socket.
-async fn bind_socket(path: &Path) -> anyhow::Result<(tokio::net::UnixListener, SocketFile)> {
+/// never one a live daemon still answers on, nor a file that is not a socket. The socket is
+/// created private (umask 0177) and then given its final mode (0600, or 0660 to
+/// `socket_group`).
+async fn bind_socket(cfg: &Config) -> anyhow::Result<(tokio::net::UnixListener, SocketFile)> {
+    let path: &Path = &cfg.socket;
     match std::fs::symlink_metadata(path) {
         Ok(md) if md.file_type().is_socket() => {
             if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -216,11 +302,10 @@ async fn bind_socket(path: &Path) -> anyhow::Result<(tokio::net::UnixListener, S
             .create(parent)
             .with_context(|| format!("creating the socket's directory {}", parent.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
+    let listener = security::with_private_umask(|| tokio::net::UnixListener::bind(path))
         .with_context(|| format!("cannot bind unix socket {} (--socket)", path.display()))?;
     let guard = SocketFile(path.to_path_buf());
-    // Only the owner (root) may drive the agent over the socket.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
+    // Only the owner (root), or the members of socket_group, may drive the agent over it.
+    security::secure_socket(path, &cfg.state_dir, cfg.socket_group.as_deref())?;
     Ok((listener, guard))
 }

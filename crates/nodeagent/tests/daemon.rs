@@ -215,6 +215,15 @@ fn run_help_documents_every_option() {
         ("ring-size", "300"),
         ("heartbeat-interval", "10s"),
         ("stop-grace", "5s"),
+        ("token-file", "<state-dir>/token"),
+        ("auth", "token"),
+        ("metrics-public", "false"),
+        ("max-body", "1Mi"),
+        ("socket-group", "mode 0600"),
+        ("tls-cert", "plain TCP"),
+        ("tls-key", "none"),
+        ("tls-client-ca", "none"),
+        ("docker-socket", "/var/run/docker.sock"),
     ] {
         let env = format!("NODEAGENT_{}", flag.to_uppercase().replace('-', "_"));
         let entry = entries
@@ -355,8 +364,14 @@ fn second_signal_exits_at_once() {
     require_cgroup_v1();
     let mut d = Daemon::start();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    // With the token: without it the request would get its 401 at once, body unread, and hold
+    // nothing open.
     s.write_all(
-        b"POST /v1/objects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+        format!(
+            "POST /v1/objects HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+            d.token()
+        )
+        .as_bytes(),
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -6,8 +6,8 @@ mod common;
 
 use common::{cgroup_dir, read_trim, require_cgroup_v1, Daemon};
 use nodeagent_api::proto::{
-    agent_client::AgentClient, CreateRequest, DeleteRequest, GetRequest, ObjectPatch, ObjectSpec,
-    ProcessSpec, Resources, UpdateRequest,
+    CreateRequest, DeleteRequest, GetRequest, ObjectPatch, ObjectSpec, ProcessSpec, Resources,
+    UpdateRequest,
 };
 
 fn spec(name: &str, memory: &str) -> ObjectSpec {
@@ -36,9 +36,8 @@ fn grpc_create_get_update_delete() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut c = AgentClient::connect(format!("http://127.0.0.1:{}", d.port))
-            .await
-            .unwrap();
+        // With the daemon's bearer token: gRPC shares the port and its authentication.
+        let mut c = common::grpc_client(d.port).await;
 
         let created = c
             .create(CreateRequest {
@@ -106,6 +105,7 @@ fn grpc_create_get_update_delete() {
         c.delete(DeleteRequest {
             key: obj.id.clone(),
             wait: true,
+            remove: false,
         })
         .await
         .unwrap();

@@ -19,6 +19,11 @@ pub enum ErrorCode {
     Unavailable,
     /// Body too large: 413.
     PayloadTooLarge,
+    /// No valid credentials (a TCP request without the bearer token): 401.
+    Unauthorized,
+    /// Valid request that the node's policy refuses (a command outside
+    /// `policy.process_commands`, a privileged container): 403. The error names the rule.
+    Forbidden,
     /// Something on the node failed that the request could not have prevented: 500.
     Internal,
 }
@@ -32,6 +37,8 @@ impl ErrorCode {
             ErrorCode::FailedPrecondition => 409,
             ErrorCode::Unavailable => 503,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::Internal => 500,
         }
     }
@@ -43,18 +50,24 @@ impl ErrorCode {
             ErrorCode::FailedPrecondition => "failed_precondition",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Internal => "internal",
         }
     }
 }
 
-/// `{"code", "message", "field"}`; the HTTP layer wraps it as `{"error": ...}`.
+/// `{"code", "message", "field", "rule"}`; the HTTP layer wraps it as `{"error": ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For [`ErrorCode::Forbidden`]: the policy setting that refused the request, e.g.
+    /// `policy.process_commands`. The message names it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl fmt::Display for ApiError {
@@ -72,6 +85,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            rule: None,
         }
     }
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -79,7 +93,28 @@ impl ApiError {
             code: ErrorCode::InvalidArgument,
             message: message.into(),
             field: Some(field.into()),
+            rule: None,
         }
+    }
+    /// A request the node's policy refuses: 403, naming the field at fault and the rule. The
+    /// message is prefixed with the rule so that a client that shows only the message still
+    /// learns which setting to change.
+    pub fn forbidden(
+        field: impl Into<String>,
+        rule: impl Into<String>,
+        message: impl AsRef<str>,
+    ) -> Self {
+        let rule = rule.into();
+        ApiError {
+            code: ErrorCode::Forbidden,
+            message: format!("refused by {rule}: {}", message.as_ref()),
+            field: Some(field.into()),
+            rule: Some(rule),
+        }
+    }
+    /// Missing or wrong credentials: 401. Deliberately says nothing about the object asked for.
+    pub fn unauthorized() -> Self {
+        ApiError::new(ErrorCode::Unauthorized, "missing or invalid bearer token")
     }
     pub fn not_found(what: &str) -> Self {
         ApiError::new(

@@ -196,11 +196,11 @@ pub fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> 
 
 /// Converts a serde error with its path into an [`ApiError`] naming the field.
 pub fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
-    let path = e.path().to_string();
+    let path = render_path(e.path());
     let inner = e.inner().to_string();
     // serde_path_to_error's path already ends with an unknown field's own name, but a missing
     // field is reported at the path of the object that lacks it: name the field itself.
-    let parent = if path == "." { String::new() } else { path };
+    let parent = path;
     let missing = inner
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split_once('`'))
@@ -216,6 +216,40 @@ pub fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> Api
     } else {
         ApiError::invalid(field, message)
     }
+}
+
+/// The path as `a.b[0].c`, empty at the root. A key that would make the path ambiguous (empty,
+/// or holding `.`, brackets, quotes or whitespace) is written as a JSON string, so that even
+/// `{"": 1}` or `{".": 1}` is named (`""`, `"."`).
+fn render_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let plain = !key.is_empty()
+                    && !key.chars().any(|c| {
+                        matches!(c, '.' | '[' | ']' | '"') || c.is_whitespace() || c.is_control()
+                    });
+                if plain {
+                    out.push_str(key);
+                } else {
+                    out.push_str(&serde_json::to_string(key).unwrap_or_else(|_| "\"?\"".into()));
+                }
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    out
 }
 
 /// serde_json appends " at line L column C"; the field path says more, so drop it.
@@ -354,7 +388,7 @@ fn validate_env(prefix: &str, env: &BTreeMap<String, String>) -> Result<(), ApiE
         }
         if v.contains('\0') || v.len() > MAX_ARG_LEN {
             return Err(ApiError::invalid(
-                format!("{prefix}.{k}"),
+                format!("{prefix}.{}", truncate(k)),
                 format!("value holds a NUL or is longer than {MAX_ARG_LEN} bytes"),
             ));
         }
@@ -681,6 +715,111 @@ mod tests {
         ];
         for (body, field) in cases {
             assert_eq!(field_of(&body).as_deref(), Some(field), "{body}");
+        }
+    }
+
+    #[test]
+    fn empty_unknown_fields_are_named() {
+        assert_eq!(field_of(r#"{"":1}"#).as_deref(), Some("\"\""));
+        assert_eq!(field_of(r#"{".":1}"#).as_deref(), Some("\".\""));
+        assert_eq!(
+            field_of(r#"{"name":"x","kind":"process","process":{"command":[5]}}"#).as_deref(),
+            Some("process.command[0]")
+        );
+        assert_eq!(
+            field_of(r#"{"name":"x","kind":"process","process":{"command":["/bin/true"],"":1}}"#)
+                .as_deref(),
+            Some("process.\"\"")
+        );
+    }
+
+    /// Every size cap is a 400 that names the field.
+    #[test]
+    fn caps_name_the_field() {
+        let process = |extra: serde_json::Value| {
+            let mut p = serde_json::json!({"command": ["/bin/true"]});
+            if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+                p.extend(e.clone());
+            }
+            serde_json::json!({"name": "x", "kind": "process", "process": p})
+        };
+        let many = |n: usize| -> serde_json::Map<String, serde_json::Value> {
+            (0..n)
+                .map(|i| (format!("k{i}"), serde_json::json!("v")))
+                .collect()
+        };
+        let long = "a".repeat(MAX_ARG_LEN + 1);
+        let cases = [
+            (
+                serde_json::json!({"name": "a".repeat(64), "kind": "process", "process": {"command": ["/bin/true"]}}),
+                "name",
+            ),
+            (
+                {
+                    let mut s = process(serde_json::json!({}));
+                    s["labels"] = serde_json::Value::Object(many(MAX_LABELS + 1));
+                    s
+                },
+                "labels",
+            ),
+            (
+                {
+                    let mut s = process(serde_json::json!({}));
+                    s["labels"] = serde_json::json!({"k": "v".repeat(MAX_LABEL_VALUE + 1)});
+                    s
+                },
+                "labels.k",
+            ),
+            (
+                {
+                    let mut s = process(serde_json::json!({}));
+                    s["labels"] = serde_json::json!({"k".repeat(MAX_LABEL_KEY + 1): "v"});
+                    s
+                },
+                "labels.kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk",
+            ),
+            (
+                process(serde_json::json!({"env": many(MAX_ENV + 1)})),
+                "process.env",
+            ),
+            (
+                process(serde_json::json!({"env": {"K": long.clone()}})),
+                "process.env.K",
+            ),
+            (
+                process(serde_json::json!({"command": vec!["x"; MAX_ARGS + 1]})),
+                "process.command",
+            ),
+            (
+                process(serde_json::json!({"command": ["/bin/echo", long.clone()]})),
+                "process.command[1]",
+            ),
+            (
+                process(serde_json::json!({"cwd": format!("/{}", "d".repeat(4096))})),
+                "process.cwd",
+            ),
+            (
+                serde_json::json!({"name": "c", "kind": "cgroup", "cgroup": {"pids": vec![1; 4097]}}),
+                "cgroup.pids",
+            ),
+            (
+                serde_json::json!({"name": "c", "kind": "cgroup", "cgroup": {"path": format!("/{}", "p".repeat(4096))}}),
+                "cgroup.path",
+            ),
+            (
+                serde_json::json!({"name": "c", "kind": "container", "container": {"image": "i".repeat(513)}}),
+                "container.image",
+            ),
+            (
+                serde_json::json!({"name": "c", "kind": "container", "container": {"image": "busybox:local",
+                    "mounts": vec![serde_json::json!({"source": "/a", "target": "/b"}); 65]}}),
+                "container.mounts",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = ObjectSpec::from_json(body.to_string().as_bytes()).expect_err(field);
+            assert_eq!(e.code, crate::ErrorCode::InvalidArgument, "{field}");
+            assert_eq!(e.field.as_deref(), Some(field), "{e:?}");
         }
     }
 

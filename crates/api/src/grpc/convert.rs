@@ -25,6 +25,8 @@ pub fn status_of(e: ApiError) -> Status {
         ErrorCode::FailedPrecondition => Code::FailedPrecondition,
         ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::PayloadTooLarge => Code::ResourceExhausted,
+        ErrorCode::Unauthorized => Code::Unauthenticated,
+        ErrorCode::Forbidden => Code::PermissionDenied,
         ErrorCode::Internal => Code::Internal,
     };
     let message = match &e.field {
@@ -42,6 +44,13 @@ pub fn status_of(e: ApiError) -> Status {
         .and_then(|f| MetadataValue::try_from(f).ok())
     {
         md.insert("x-field", v);
+    }
+    if let Some(v) = e
+        .rule
+        .as_deref()
+        .and_then(|r| MetadataValue::try_from(r).ok())
+    {
+        md.insert("x-rule", v);
     }
     status
 }
@@ -124,12 +133,42 @@ pub fn spec_json(p: &proto::ObjectSpec) -> Result<Value, ApiError> {
     }
     if let Some(c) = &p.container {
         let mut o = Map::new();
-        set(&mut o, "image", c.image.clone());
+        // An adoption gives no image; an empty one is then "not given".
+        if !c.image.is_empty() || c.adopt.is_none() {
+            set(&mut o, "image", c.image.clone());
+        }
         if !c.command.is_empty() {
             set(&mut o, "command", c.command.clone());
         }
         if !c.env.is_empty() {
             set(&mut o, "env", string_map(&c.env));
+        }
+        if c.pull {
+            set(&mut o, "pull", true);
+        }
+        if let Some(a) = &c.adopt {
+            set(&mut o, "adopt", a.clone());
+        }
+        if c.privileged {
+            set(&mut o, "privileged", true);
+        }
+        if let Some(n) = &c.network {
+            set(&mut o, "network", n.clone());
+        }
+        if c.host_pid {
+            set(&mut o, "host_pid", true);
+        }
+        if !c.mounts.is_empty() {
+            let mounts: Vec<Value> = c
+                .mounts
+                .iter()
+                .map(|x| {
+                    serde_json::json!({
+                        "source": x.source, "target": x.target, "read_only": x.read_only,
+                    })
+                })
+                .collect();
+            set(&mut o, "mounts", mounts);
         }
         set(&mut m, "container", o);
     }
@@ -200,6 +239,20 @@ pub fn spec_proto(s: &ObjectSpec) -> proto::ObjectSpec {
             image: c.image.clone(),
             command: c.command.clone(),
             env: c.env.clone().into_iter().collect(),
+            pull: c.pull,
+            adopt: c.adopt.clone(),
+            privileged: c.privileged,
+            network: Some(c.network.as_str().to_string()),
+            host_pid: c.host_pid,
+            mounts: c
+                .mounts
+                .iter()
+                .map(|m| proto::Mount {
+                    source: m.source.clone(),
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
         }),
         resources: Some(resources_proto(&s.resources)),
         collect: Some(proto::CollectSpec {
@@ -231,6 +284,16 @@ pub fn object_proto(o: &Object) -> proto::Object {
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect(),
         message: o.message.clone(),
+        container: o.container.as_ref().map(|c| proto::ContainerStatus {
+            id: c.id.clone(),
+            adopted: c.adopted,
+            // Through serde, so the spelling is the JSON API's by construction.
+            sync: serde_json::to_value(c.sync)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            sync_message: c.sync_message.clone(),
+        }),
     }
 }
 

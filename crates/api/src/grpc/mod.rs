@@ -3,10 +3,11 @@
 
 pub mod convert;
 
+use crate::auth::audit::AuditNote;
 use crate::events::feed;
 use crate::proto;
 use crate::proto::agent_server::{Agent, AgentServer};
-use crate::request::{self, MAX_BODY_BYTES};
+use crate::request;
 use crate::Api;
 use convert::{json_bytes, status_of};
 use futures::{Stream, StreamExt};
@@ -22,7 +23,8 @@ pub(crate) struct Service {
 
 /// The service wrapped for tonic's router, with the same request size limit as the HTTP API.
 pub(crate) fn server(api: Api) -> AgentServer<Service> {
-    AgentServer::new(Service { api }).max_decoding_message_size(MAX_BODY_BYTES)
+    let max = api.max_body;
+    AgentServer::new(Service { api }).max_decoding_message_size(max)
 }
 
 type GrpcResult<T> = Result<Response<T>, Status>;
@@ -42,15 +44,18 @@ impl Agent for Service {
         &self,
         req: Request<proto::CreateRequest>,
     ) -> GrpcResult<proto::CreateResponse> {
+        let note = AuditNote::from_extensions(req.extensions());
         let req = req.into_inner();
         let spec = req
             .spec
             .ok_or_else(|| err(ApiError::invalid("spec", "give the object spec")))?;
+        note.key(&spec.name);
         let spec = request::parse_spec(
             &json_bytes(&convert::spec_json(&spec).map_err(err)?).map_err(err)?,
         )
         .map_err(err)?;
         let created = self.api.core.create(spec, req.wait).await.map_err(err)?;
+        note.object(&created.object);
         Ok(Response::new(proto::CreateResponse {
             id: created.id.clone(),
             event_id: created.event_id,
@@ -73,7 +78,9 @@ impl Agent for Service {
     }
 
     async fn update(&self, req: Request<proto::UpdateRequest>) -> GrpcResult<proto::Object> {
+        let note = AuditNote::from_extensions(req.extensions());
         let req = req.into_inner();
+        note.key(&req.key);
         let key = key_of(&req.key)?;
         let patch = req.patch.unwrap_or_default();
         let patch = request::parse_patch(
@@ -86,22 +93,32 @@ impl Agent for Service {
             .update(key, patch, req.wait)
             .await
             .map_err(err)?;
+        note.object(&o);
         Ok(Response::new(convert::object_proto(&o)))
     }
 
     async fn delete(&self, req: Request<proto::DeleteRequest>) -> GrpcResult<proto::Object> {
+        let note = AuditNote::from_extensions(req.extensions());
         let req = req.into_inner();
+        note.key(&req.key);
+        let opts = nodeagent_core::DeleteOptions {
+            wait: req.wait,
+            remove: req.remove,
+        };
         let o = self
             .api
             .core
-            .delete(key_of(&req.key)?, req.wait)
+            .delete_with(key_of(&req.key)?, opts)
             .await
             .map_err(err)?;
+        note.object(&o);
         Ok(Response::new(convert::object_proto(&o)))
     }
 
     async fn push_on(&self, req: Request<proto::PushOnRequest>) -> GrpcResult<proto::PushAck> {
+        let note = AuditNote::from_extensions(req.extensions());
         let req = req.into_inner();
+        note.key(&req.key);
         let key = key_of(&req.key)?;
         let mut body = json!({ "sink": req.sink });
         if let Some(i) = &req.interval {
@@ -114,24 +131,31 @@ impl Agent for Service {
             .push_on(key, &b.sink, b.interval)
             .await
             .map_err(err)?;
+        note.id(&ack.id);
         Ok(Response::new(convert::push_ack_proto(&ack)))
     }
 
     async fn push_off(&self, req: Request<proto::PushOffRequest>) -> GrpcResult<proto::PushAck> {
+        let note = AuditNote::from_extensions(req.extensions());
         let req = req.into_inner();
+        note.key(&req.key);
         let key = key_of(&req.key)?;
         let b = request::parse_sink_body(&json_bytes(&json!({ "sink": req.sink })).map_err(err)?)
             .map_err(err)?;
         let ack = self.api.core.push_off(key, &b.sink).await.map_err(err)?;
+        note.id(&ack.id);
         Ok(Response::new(convert::push_ack_proto(&ack)))
     }
 
     async fn push_once(&self, req: Request<proto::PushOnceRequest>) -> GrpcResult<proto::PushAck> {
+        let note = AuditNote::from_extensions(req.extensions());
         let req = req.into_inner();
+        note.key(&req.key);
         let key = key_of(&req.key)?;
         let b = request::parse_sink_body(&json_bytes(&json!({ "sink": req.sink })).map_err(err)?)
             .map_err(err)?;
         let ack = self.api.core.push_once(key, &b.sink).await.map_err(err)?;
+        note.id(&ack.id);
         Ok(Response::new(convert::push_ack_proto(&ack)))
     }
 

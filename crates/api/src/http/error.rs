@@ -20,6 +20,9 @@ struct ErrorBody {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
+    /// The policy rule that refused a request (403 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -42,20 +45,18 @@ impl HttpError {
                 code: "method_not_allowed",
                 message: format!("{method} is not allowed on {path}; see /openapi.json"),
                 field: None,
+                rule: None,
             },
         }
     }
 
-    /// Maps a failure to read the body: too large is 413, anything else (a client that hung up
-    /// mid-body) is bad input.
-    pub fn from_body_rejection(r: &BytesRejection) -> HttpError {
+    /// Maps a failure to read the body: too large is 413 (`limit` is the cap in force, for the
+    /// message), anything else (a client that hung up mid-body) is bad input.
+    pub fn from_body_rejection(r: &BytesRejection, limit: usize) -> HttpError {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
-                format!(
-                    "the request body is larger than the limit of {} bytes",
-                    crate::request::MAX_BODY_BYTES
-                ),
+                format!("the request body is larger than the limit of {limit} bytes (max_body)"),
             )
             .into()
         } else {
@@ -77,6 +78,7 @@ impl From<ApiError> for HttpError {
                 code: e.code.as_str(),
                 message: e.message,
                 field: e.field,
+                rule: e.rule,
             },
         }
     }
@@ -124,6 +126,8 @@ mod tests {
             (ErrorCode::FailedPrecondition, 409, "failed_precondition"),
             (ErrorCode::Unavailable, 503, "unavailable"),
             (ErrorCode::PayloadTooLarge, 413, "payload_too_large"),
+            (ErrorCode::Unauthorized, 401, "unauthorized"),
+            (ErrorCode::Forbidden, 403, "forbidden"),
             (ErrorCode::Internal, 500, "internal"),
         ];
         for (code, status, name) in cases {
@@ -141,6 +145,25 @@ mod tests {
                 serde_json::json!({"error": {"code": name, "message": "boom"}})
             );
         }
+    }
+
+    #[tokio::test]
+    async fn forbidden_names_field_and_rule() {
+        let r = HttpError::from(ApiError::forbidden(
+            "process.command[0]",
+            "policy.process_commands",
+            "no",
+        ))
+        .into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let v = body_json(r).await;
+        assert_eq!(v["error"]["code"], "forbidden");
+        assert_eq!(v["error"]["field"], "process.command[0]");
+        assert_eq!(v["error"]["rule"], "policy.process_commands");
+        assert_eq!(
+            v["error"]["message"],
+            "refused by policy.process_commands: no"
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 use super::error::HttpError;
 use super::query::Query;
 use super::sse;
+use crate::auth::audit::AuditNote;
 use crate::request;
 use crate::Api;
 use axum::body::Bytes;
@@ -21,8 +22,8 @@ type HttpResult = Result<Response, HttpError>;
 /// client hung up) becomes a contract-shaped error instead of axum's plain-text one.
 type Body = Result<Bytes, BytesRejection>;
 
-fn body_bytes(body: Body) -> Result<Bytes, HttpError> {
-    body.map_err(|r| HttpError::from_body_rejection(&r))
+fn body_bytes(api: &Api, body: Body) -> Result<Bytes, HttpError> {
+    body.map_err(|r| HttpError::from_body_rejection(&r, api.max_body))
 }
 
 /// Request bodies are JSON. A missing Content-Type is accepted (hand-written clients often omit
@@ -55,9 +56,11 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     ))
 }
 
-/// The `{key}` path segment: an object id or name.
-fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+/// The `{key}` path segment: an object id or name. It is only ever looked up in the core's
+/// maps, never joined to a path.
+fn key_of(note: &AuditNote, path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(key) = path.map_err(|r| ApiError::invalid("key", r.body_text()))?;
+    note.key(&key);
     request::validate_key(&key)?;
     Ok(key)
 }
@@ -79,14 +82,17 @@ fn location(id: &str) -> Option<HeaderValue> {
 /// once it runs.
 pub async fn create(
     State(api): State<Api>,
+    note: AuditNote,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
     let wait = wait_of(raw.as_deref())?;
     require_json(&headers)?;
-    let spec = request::parse_spec(&body_bytes(body)?)?;
+    let spec = request::parse_spec(&body_bytes(&api, body)?)?;
+    note.key(&spec.name);
     let created = api.core.create(spec, wait).await?;
+    note.object(&created.object);
     let mut resp = if wait {
         (StatusCode::CREATED, Json(&created.object)).into_response()
     } else {
@@ -113,7 +119,7 @@ pub async fn get(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> HttpResult {
-    let key = key_of(path)?;
+    let key = key_of(&AuditNote::default(), path)?;
     no_query(raw.as_deref())?;
     Ok(Json(api.core.get(&key).await?).into_response())
 }
@@ -122,72 +128,92 @@ pub async fn get(
 /// (a cgroupfs write), so answering after it is as fast as answering before.
 pub async fn update(
     State(api): State<Api>,
+    note: AuditNote,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
-    let key = key_of(path)?;
+    let key = key_of(&note, path)?;
     let wait = wait_of(raw.as_deref())?;
     require_json(&headers)?;
-    let patch = request::parse_patch(&body_bytes(body)?)?;
-    Ok(Json(api.core.update(&key, patch, wait).await?).into_response())
+    let patch = request::parse_patch(&body_bytes(&api, body)?)?;
+    let o = api.core.update(&key, patch, wait).await?;
+    note.object(&o);
+    Ok(Json(o).into_response())
 }
 
 /// `DELETE /v1/objects/{key}`: 200 with the object as deleted.
 pub async fn delete(
     State(api): State<Api>,
+    note: AuditNote,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> HttpResult {
-    let key = key_of(path)?;
-    let wait = wait_of(raw.as_deref())?;
-    Ok(Json(api.core.delete(&key, wait).await?).into_response())
+    let key = key_of(&note, path)?;
+    let q = Query::parse(raw.as_deref(), &["wait", "remove"])?;
+    let opts = nodeagent_core::DeleteOptions {
+        wait: q.bool("wait")?.unwrap_or(false),
+        // An adopted container is released (left running) unless this asks to remove it.
+        remove: q.bool("remove")?.unwrap_or(false),
+    };
+    let o = api.core.delete_with(&key, opts).await?;
+    note.object(&o);
+    Ok(Json(o).into_response())
 }
 
 /// `POST /v1/objects/{key}/push-on`.
 pub async fn push_on(
     State(api): State<Api>,
+    note: AuditNote,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
-    let key = key_of(path)?;
+    let key = key_of(&note, path)?;
     no_query(raw.as_deref())?;
     require_json(&headers)?;
-    let b = request::parse_push_on(&body_bytes(body)?)?;
-    Ok(Json(api.core.push_on(&key, &b.sink, b.interval).await?).into_response())
+    let b = request::parse_push_on(&body_bytes(&api, body)?)?;
+    let ack = api.core.push_on(&key, &b.sink, b.interval).await?;
+    note.id(&ack.id);
+    Ok(Json(ack).into_response())
 }
 
 /// `POST /v1/objects/{key}/push-off`.
 pub async fn push_off(
     State(api): State<Api>,
+    note: AuditNote,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
-    let key = key_of(path)?;
+    let key = key_of(&note, path)?;
     no_query(raw.as_deref())?;
     require_json(&headers)?;
-    let b = request::parse_sink_body(&body_bytes(body)?)?;
-    Ok(Json(api.core.push_off(&key, &b.sink).await?).into_response())
+    let b = request::parse_sink_body(&body_bytes(&api, body)?)?;
+    let ack = api.core.push_off(&key, &b.sink).await?;
+    note.id(&ack.id);
+    Ok(Json(ack).into_response())
 }
 
 /// `POST /v1/objects/{key}/push-once`.
 pub async fn push_once(
     State(api): State<Api>,
+    note: AuditNote,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
-    let key = key_of(path)?;
+    let key = key_of(&note, path)?;
     no_query(raw.as_deref())?;
     require_json(&headers)?;
-    let b = request::parse_sink_body(&body_bytes(body)?)?;
-    Ok(Json(api.core.push_once(&key, &b.sink).await?).into_response())
+    let b = request::parse_sink_body(&body_bytes(&api, body)?)?;
+    let ack = api.core.push_once(&key, &b.sink).await?;
+    note.id(&ack.id);
+    Ok(Json(ack).into_response())
 }
 
 /// `GET /v1/objects/{key}/metrics[?limit=N]`: recent samples, oldest first.
@@ -196,7 +222,7 @@ pub async fn metrics(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> HttpResult {
-    let key = key_of(path)?;
+    let key = key_of(&AuditNote::default(), path)?;
     let limit = Query::parse(raw.as_deref(), &["limit"])?
         .u64("limit")?
         .map(request::parse_limit)
@@ -209,6 +235,12 @@ pub async fn metrics(
 pub async fn host(State(api): State<Api>, RawQuery(raw): RawQuery) -> HttpResult {
     no_query(raw.as_deref())?;
     Ok(Json(api.core.host().await?).into_response())
+}
+
+/// `GET /v1/sinks`: every sink's queue depth, spool size and delivery counters.
+pub async fn sinks(State(api): State<Api>, RawQuery(raw): RawQuery) -> HttpResult {
+    no_query(raw.as_deref())?;
+    Ok(Json(json!({ "sinks": api.core.sinks() })).into_response())
 }
 
 /// Whether the client asked for a live stream rather than a JSON document.

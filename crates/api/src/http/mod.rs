@@ -24,6 +24,7 @@ pub mod paths {
     pub const PUSH_ONCE: &str = "/v1/objects/{key}/push-once";
     pub const OBJECT_METRICS: &str = "/v1/objects/{key}/metrics";
     pub const HOST: &str = "/v1/host";
+    pub const SINKS: &str = "/v1/sinks";
     pub const EVENTS: &str = "/v1/events";
     pub const PROMETHEUS: &str = "/metrics";
     pub const HEALTHZ: &str = "/healthz";
@@ -41,6 +42,7 @@ pub const ROUTES: &[&str] = &[
     paths::PUSH_ONCE,
     paths::OBJECT_METRICS,
     paths::HOST,
+    paths::SINKS,
     paths::EVENTS,
     paths::PROMETHEUS,
     paths::HEALTHZ,
@@ -52,7 +54,7 @@ pub const ROUTES: &[&str] = &[
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Each route's path with its handlers, in the order of [`ROUTES`] (a test checks it).
-fn route_table() -> [(&'static str, MethodRouter<Api>); 12] {
+fn route_table() -> [(&'static str, MethodRouter<Api>); 13] {
     use handlers as h;
     [
         (paths::OBJECTS, post(h::create).get(h::list)),
@@ -65,6 +67,7 @@ fn route_table() -> [(&'static str, MethodRouter<Api>); 12] {
         (paths::PUSH_ONCE, post(h::push_once)),
         (paths::OBJECT_METRICS, get(h::metrics)),
         (paths::HOST, get(h::host)),
+        (paths::SINKS, get(h::sinks)),
         (paths::EVENTS, get(h::events)),
         (paths::PROMETHEUS, get(h::prometheus)),
         (paths::HEALTHZ, get(h::healthz)),

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use futures::future::BoxFuture;
-use nodeagent_api::Core;
+use nodeagent_api::{AuditRecord, Core};
 use nodeagent_core::{Created, HostInfo, PushAck};
 use nodeagent_types::{
     ApiError, Duration, Event, EventKind, Object, ObjectPatch, ObjectSpec, Sample, Status,
@@ -24,6 +24,7 @@ pub const NAME: &str = "web-1";
 
 pub struct FakeCore {
     calls: Mutex<Vec<&'static str>>,
+    audits: Mutex<Vec<AuditRecord>>,
     log: Mutex<Vec<Event>>,
     tx: broadcast::Sender<Event>,
     ready: AtomicBool,
@@ -34,6 +35,7 @@ impl FakeCore {
         let (tx, _) = broadcast::channel(16);
         Arc::new(FakeCore {
             calls: Mutex::new(Vec::new()),
+            audits: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             tx,
             ready: AtomicBool::new(true),
@@ -43,6 +45,11 @@ impl FakeCore {
     /// The operations that reached the core, in order.
     pub fn calls(&self) -> Vec<&'static str> {
         self.calls.lock().expect("lock").clone()
+    }
+
+    /// The audit records written, in order.
+    pub fn audits(&self) -> Vec<AuditRecord> {
+        self.audits.lock().expect("lock").clone()
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -249,7 +256,19 @@ impl Core for FakeCore {
     fn prometheus_text(&self) -> String {
         "nodeagent_up 1\n".to_string()
     }
+    fn sinks(&self) -> Vec<nodeagent_core::SinkStatus> {
+        self.record("sinks");
+        vec![serde_json::from_value(json!({
+            "name": "file", "type": "file", "queue_depth": 0, "queue_capacity": 1024,
+            "spool_bytes": 0, "spool_records": 0, "sent": 5, "acked": 5, "retried": 0,
+            "dropped": 0, "errors": 0,
+        }))
+        .expect("sink status")]
+    }
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+    fn audit(&self, record: AuditRecord) {
+        self.audits.lock().expect("lock").push(record);
     }
 }

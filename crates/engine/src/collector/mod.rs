@@ -30,6 +30,9 @@ pub enum Target {
         /// `/proc/<pid>/net/dev` gives the object's network counters.
         net_pid: Option<u32>,
     },
+    /// Nothing to sample for now (a container that has stopped and may start again): the
+    /// object keeps its series and report tasks, and takes no samples.
+    Idle,
 }
 
 pub enum Command {
@@ -40,6 +43,12 @@ pub enum Command {
     },
     Remove {
         id: String,
+    },
+    /// Samples something else for the same object from now on (a restarted container has a new
+    /// cgroup and init pid), keeping its series, interval and report tasks.
+    Retarget {
+        id: String,
+        target: Target,
     },
     PushOn {
         id: String,
@@ -215,6 +224,11 @@ impl Scheduler {
                     self.free.push(slot);
                 }
             }
+            Command::Retarget { id, target } => {
+                if let Some(obj) = self.by_id.get(&id).and_then(|&s| self.slots[s].as_mut()) {
+                    obj.target = target;
+                }
+            }
             Command::PushOn { id, sink, interval } => {
                 let gen = self.gen();
                 if let Some(&slot) = self.by_id.get(&id) {
@@ -355,6 +369,7 @@ impl Scheduler {
                     false
                 }
             },
+            Target::Idle => false,
         };
         if ok {
             series.commit();

@@ -2,6 +2,7 @@
 //! the drivers, and maps driver errors onto API errors that name the field at fault.
 
 pub mod cgroup;
+pub mod container;
 pub mod process;
 
 use nodeagent_drivers::cgroup::CgroupError;

@@ -5,7 +5,7 @@
 //! `field: message (code)`.
 
 use crate::cli::GlobalOpts;
-use crate::config::{DEFAULT_STATE_DIR, SOCKET_FILE};
+use crate::config::{DEFAULT_STATE_DIR, SOCKET_FILE, TOKEN_FILE};
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -16,6 +16,7 @@ use nodeagent_types::{ApiError, ErrorCode};
 use serde_json::Value;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,6 +31,8 @@ enum Target {
     Unix(PathBuf),
     /// `host:port`.
     Tcp(String),
+    /// `host:port` over TLS.
+    Tls(String),
 }
 
 impl fmt::Display for Target {
@@ -37,14 +40,22 @@ impl fmt::Display for Target {
         match self {
             Target::Unix(p) => write!(f, "unix socket {}", p.display()),
             Target::Tcp(a) => write!(f, "http://{a}"),
+            Target::Tls(a) => write!(f, "https://{a}"),
         }
     }
 }
 
+/// Where the token came from, for the hint on a 401.
+const TOKEN_HELP: &str = "the CLI sends the token of <state-dir>/token (or --token-file, or \
+     NODEAGENT_TOKEN) over TCP; run it as a user who can read that file, or use the unix socket";
+
 pub struct Client {
     target: Target,
-    /// Sent as `Authorization: Bearer` when `<state-dir>/token` exists (DESIGN.md §4, access).
+    /// Sent as `Authorization: Bearer` over TCP (DESIGN.md §4, access): `NODEAGENT_TOKEN`, or
+    /// the token file when it exists and is readable.
     token: Option<String>,
+    /// For https:// targets.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// Whether the user chose the state dir, to tailor the hint on a connection failure.
     state_dir_given: bool,
 }
@@ -64,15 +75,44 @@ impl Client {
                     .unwrap_or_else(|| state_dir.join(SOCKET_FILE)),
             ),
         };
-        // The token file is unreadable to anyone but its owner; not being able to read it is
-        // the same as there being none, and the server will say 401 if one was needed.
-        let token = std::fs::read_to_string(state_dir.join("token"))
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty());
+        // Only TCP needs the token: the socket is guarded by its file mode. The token file is
+        // unreadable to anyone but its owner; not being able to read it is the same as there
+        // being none, and the server will answer 401 (with a hint) if one was needed.
+        let token = match target {
+            Target::Unix(_) => None,
+            _ => std::env::var("NODEAGENT_TOKEN")
+                .ok()
+                .or_else(|| {
+                    let file = global
+                        .token_file
+                        .clone()
+                        .unwrap_or_else(|| state_dir.join(TOKEN_FILE));
+                    std::fs::read_to_string(file).ok()
+                })
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        };
+        let tls = match &target {
+            Target::Tls(_) => {
+                let identity = match (&global.tls_client_cert, &global.tls_client_key) {
+                    (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                    _ => None,
+                };
+                Some(
+                    nodeagent_api::tls::client_config(
+                        global.tls_ca.as_deref(),
+                        identity,
+                        &[b"http/1.1"],
+                    )
+                    .context("setting up TLS (--tls-ca, --tls-client-cert, --tls-client-key)")?,
+                )
+            }
+            _ => None,
+        };
         Ok(Client {
             target,
             token,
+            tls,
             state_dir_given: global.state_dir.is_some(),
         })
     }
@@ -111,6 +151,19 @@ impl Client {
                     let s = connect(tokio::net::TcpStream::connect(a.as_str())).await;
                     send(s.map_err(|e| self.unreachable(e))?, req).await
                 }
+                Target::Tls(a) => {
+                    let config = self
+                        .tls
+                        .clone()
+                        .ok_or_else(|| anyhow!("TLS is not set up"))?;
+                    let host = host_of(a);
+                    let s = connect(async {
+                        let tcp = tokio::net::TcpStream::connect(a.as_str()).await?;
+                        nodeagent_api::tls::connect(config, host, tcp).await
+                    })
+                    .await;
+                    send(s.map_err(|e| self.unreachable(e))?, req).await
+                }
             }
         };
         let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
@@ -134,7 +187,16 @@ impl Client {
                 )
             });
         }
-        Err(server_error(status.as_u16(), &bytes).into())
+        let err = server_error(status.as_u16(), &bytes);
+        if err.code == ErrorCode::Unauthorized {
+            let why = if self.token.is_some() {
+                "the token sent was not accepted"
+            } else {
+                "no token was found to send"
+            };
+            return Err(anyhow!("{err}: {why}; {TOKEN_HELP}"));
+        }
+        Err(err.into())
     }
 
     fn request(
@@ -145,7 +207,7 @@ impl Client {
     ) -> anyhow::Result<Request<Full<Bytes>>> {
         let host = match &self.target {
             Target::Unix(_) => "localhost",
-            Target::Tcp(a) => a.as_str(),
+            Target::Tcp(a) | Target::Tls(a) => a.as_str(),
         };
         let mut req = Request::builder()
             .method(method)
@@ -178,6 +240,7 @@ impl Client {
                  (or --addr http://HOST:PORT for TCP)"
             }
             Target::Tcp(_) => "is the daemon running and listening there? Start it with `nodeagent run --listen ADDR`",
+            Target::Tls(_) => "is the daemon running there with TLS, and does its certificate match the address and --tls-ca? A daemon that requires client certificates also needs --tls-client-cert and --tls-client-key",
         };
         anyhow!("cannot reach nodeagent at {}: {err}; {hint}", self.target)
     }
@@ -224,7 +287,8 @@ fn server_error(status: u16, body: &[u8]) -> ApiError {
             let text = String::from_utf8_lossy(body);
             let code = match status {
                 400 => ErrorCode::InvalidArgument,
-                401 | 403 => ErrorCode::FailedPrecondition,
+                401 => ErrorCode::Unauthorized,
+                403 => ErrorCode::Forbidden,
                 404 => ErrorCode::NotFound,
                 409 => ErrorCode::AlreadyExists,
                 413 => ErrorCode::PayloadTooLarge,
@@ -245,15 +309,26 @@ fn parse_addr(addr: &str) -> anyhow::Result<Target> {
     {
         return Ok(Target::Unix(PathBuf::from(path)));
     }
-    if a.starts_with("https://") {
-        bail!("--addr {addr:?}: https is not supported; the agent serves plain HTTP");
-    }
-    let rest = a.strip_prefix("http://").unwrap_or(a);
+    let (tls, rest) = match a.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, a.strip_prefix("http://").unwrap_or(a)),
+    };
     let hostport = rest.trim_end_matches('/');
     if hostport.is_empty() || hostport.contains('/') || !hostport.contains(':') {
-        bail!("--addr {addr:?}: expected http://HOST:PORT, e.g. http://127.0.0.1:7464");
+        bail!("--addr {addr:?}: expected http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:7464");
     }
-    Ok(Target::Tcp(hostport.to_string()))
+    Ok(if tls {
+        Target::Tls(hostport.to_string())
+    } else {
+        Target::Tcp(hostport.to_string())
+    })
+}
+
+/// The host part of `host:port` (`[::1]:7464` gives `::1`), which the server's certificate
+/// must name.
+fn host_of(hostport: &str) -> &str {
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Percent-encodes one path segment (an id or a name typed by the user).
@@ -287,8 +362,14 @@ mod tests {
             parse_addr("unix:/tmp/s.sock").ok(),
             Some(Target::Unix("/tmp/s.sock".into()))
         );
-        assert!(parse_addr("https://x:1").is_err());
+        assert_eq!(
+            parse_addr("https://localhost:7464/").ok(),
+            Some(Target::Tls("localhost:7464".into()))
+        );
         assert!(parse_addr("http://x").is_err());
+        assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:1"), "::1");
+        assert_eq!(host_of("node-1.example:7464"), "node-1.example");
     }
 
     #[test]

@@ -44,8 +44,14 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "NODEAGENT_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Client commands: reach the daemon over TCP at this address (http://HOST:PORT) instead of
-    /// the unix socket
+    /// File of the TCP API's bearer token: the daemon creates it (mode 0600) on first start,
+    /// client commands send it over TCP (NODEAGENT_TOKEN, the token itself, takes precedence)
+    /// [default: <state-dir>/token]
+    #[arg(long, global = true, env = "NODEAGENT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Client commands: reach the daemon over TCP at this address (http://HOST:PORT, or
+    /// https://HOST:PORT for TLS) instead of the unix socket
     #[arg(
         long,
         global = true,
@@ -54,6 +60,39 @@ pub struct GlobalOpts {
         help_heading = "Client options"
     )]
     pub addr: Option<String>,
+
+    /// Client commands: the CA that signed the daemon's certificate, for https:// addresses
+    /// [default: the system's CAs]
+    #[arg(
+        long,
+        global = true,
+        env = "NODEAGENT_TLS_CA",
+        value_name = "FILE",
+        help_heading = "Client options"
+    )]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client commands: present this client certificate (PEM) to a daemon that requires one
+    #[arg(
+        long,
+        global = true,
+        env = "NODEAGENT_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "tls_client_key",
+        help_heading = "Client options"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// Client commands: the private key of --tls-client-cert (PEM)
+    #[arg(
+        long,
+        global = true,
+        env = "NODEAGENT_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_client_cert",
+        help_heading = "Client options"
+    )]
+    pub tls_client_key: Option<PathBuf>,
 
     /// Client commands: output format
     #[arg(
@@ -87,7 +126,7 @@ pub enum Command {
     Get(objects::GetArgs),
     /// Change an object's resources in place, or pause/resume it
     Update(objects::UpdateArgs),
-    /// Delete an object: stop its workload and remove its cgroup
+    /// Delete an object: stop its workload and remove its cgroup (or its container)
     Delete(objects::DeleteArgs),
     /// Start (on) or stop (off) reporting an object's samples to a sink, or send the latest once
     Push(monitor::PushArgs),
@@ -97,6 +136,11 @@ pub enum Command {
     Events(monitor::EventsArgs),
     /// Show the host: its facts and latest sample
     Host,
+    /// Show the sinks: queue depth, spool size, and sent, acked, retried and dropped counts
+    Sinks,
+    /// Run the reference upstream receiver: accepts registrations, heartbeats and reports over
+    /// gRPC and writes the records to a JSON-lines file, without duplicates
+    Sink(Box<crate::receiver::SinkArgs>),
 }
 
 /// Runs one client command on a small single-threaded runtime: the client makes a handful of
@@ -118,6 +162,8 @@ pub fn main(global: &GlobalOpts, command: Command) -> anyhow::Result<()> {
             Command::Metrics(a) => monitor::metrics(&client, out, a).await,
             Command::Events(a) => monitor::events(&client, out, a).await,
             Command::Host => monitor::host(&client, out).await,
+            Command::Sinks => monitor::sinks(&client, out).await,
+            Command::Sink(_) => anyhow::bail!("`sink` is not a client command"),
         }
     })
 }

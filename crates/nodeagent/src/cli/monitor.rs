@@ -230,9 +230,77 @@ fn host_table(answer: &Value) -> String {
     output::key_values(&pairs)
 }
 
+pub async fn sinks(client: &Client, out: OutputFormat) -> anyhow::Result<()> {
+    let answer = client.get("/v1/sinks").await?;
+    match out {
+        OutputFormat::Json => print!("{}", output::json(&answer)),
+        OutputFormat::Table => print!("{}", sinks_table(&answer)),
+    }
+    Ok(())
+}
+
+/// One row per sink: its queue, its spool, and its delivery counters.
+fn sinks_table(answer: &Value) -> String {
+    let mut t = Table::new(&[
+        "NAME", "TYPE", "QUEUE", "SPOOL", "UNACKED", "SENT", "ACKED", "RETRIED", "DROPPED", "UP",
+        "TARGET",
+    ]);
+    let n = |s: &Value, k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
+    for s in answer
+        .get("sinks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let net = s.get("connected").and_then(Value::as_bool);
+        t.row(vec![
+            output::cell(s.get("name")),
+            output::cell(s.get("type")),
+            n(s, "queue_depth").to_string(),
+            if net.is_some() {
+                output::bytes(n(s, "spool_bytes"))
+            } else {
+                "-".into()
+            },
+            if net.is_some() {
+                n(s, "spool_records").to_string()
+            } else {
+                "-".into()
+            },
+            n(s, "sent").to_string(),
+            n(s, "acked").to_string(),
+            n(s, "retried").to_string(),
+            n(s, "dropped").to_string(),
+            match net {
+                Some(true) => "yes".into(),
+                Some(false) => "no".into(),
+                None => "-".into(),
+            },
+            output::cell(s.get("target")),
+        ]);
+    }
+    t.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sinks_list() {
+        let answer = json!({"sinks": [
+            {"name": "file", "type": "file", "queue_depth": 0, "spool_bytes": 0, "sent": 3,
+             "acked": 3, "retried": 0, "dropped": 0, "target": "/x/reports.jsonl"},
+            {"name": "up", "type": "grpc", "queue_depth": 1, "spool_bytes": 2048,
+             "spool_records": 7, "sent": 10, "acked": 3, "retried": 2, "dropped": 0,
+             "connected": false, "target": "http://127.0.0.1:7465"},
+        ]});
+        let t = sinks_table(&answer);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].starts_with("NAME"), "{t}");
+        assert!(lines[2].contains("2Ki") && lines[2].contains(" no "), "{t}");
+    }
 
     #[test]
     fn cpu_from_deltas() {

@@ -66,6 +66,10 @@ pub struct DeleteArgs {
     /// Answer once the workload and its cgroup are gone
     #[arg(long)]
     pub wait: bool,
+    /// For an adopted container: stop and remove it too (by default the agent releases it and
+    /// it keeps running)
+    #[arg(long)]
+    pub remove: bool,
 }
 
 pub async fn create(client: &Client, out: OutputFormat, args: CreateArgs) -> anyhow::Result<()> {
@@ -121,8 +125,16 @@ pub async fn update(client: &Client, out: OutputFormat, args: UpdateArgs) -> any
 
 pub async fn delete(client: &Client, out: OutputFormat, args: DeleteArgs) -> anyhow::Result<()> {
     let mut path = format!("/v1/objects/{}", segment(&args.id));
+    let mut query = Vec::new();
     if args.wait {
-        path.push_str("?wait=true");
+        query.push("wait=true");
+    }
+    if args.remove {
+        query.push("remove=true");
+    }
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
     }
     let answer = client.delete(&path).await?;
     match out {
@@ -248,9 +260,15 @@ fn list_table(list: &Value) -> String {
         .and_then(Value::as_array)
         .or_else(|| list.as_array())
         .unwrap_or(&empty);
-    let mut t = Table::new(&[
-        "ID", "NAME", "KIND", "STATUS", "PID", "CPU", "MEMORY", "AGE",
-    ]);
+    // The CONTAINER column (Docker's short id, and the sync state while Docker lags behind) is
+    // there only when some object is a container.
+    let containers = objects.iter().any(|o| o.get("container").is_some());
+    let mut headers = vec!["ID", "NAME", "KIND", "STATUS", "PID"];
+    if containers {
+        headers.push("CONTAINER");
+    }
+    headers.extend(["CPU", "MEMORY", "AGE"]);
+    let mut t = Table::new(&headers);
     for o in objects {
         let res = o.pointer("/spec/resources");
         let cpu = res.and_then(|r| r.get("cpu"));
@@ -259,18 +277,42 @@ fn list_table(list: &Value) -> String {
             .and_then(Value::as_u64)
             .map(output::bytes)
             .unwrap_or_else(|| "-".to_string());
-        t.row(vec![
+        let mut row = vec![
             output::cell(o.get("id")),
             output::cell(o.get("name")),
             output::cell(o.get("kind")),
             output::cell(o.get("status")),
             output::cell(o.get("pid")),
+        ];
+        if containers {
+            row.push(container_cell(o.get("container")));
+        }
+        row.extend([
             output::cell(cpu),
             memory,
             output::age_of(o.get("created_at").unwrap_or(&Value::Null)),
         ]);
+        t.row(row);
     }
     t.render()
+}
+
+/// `5ca7b6e27ad5`, or `5ca7b6e27ad5 sync=pending` while Docker's config lags behind the cgroup.
+fn container_cell(c: Option<&Value>) -> String {
+    let Some(c) = c else {
+        return "-".to_string();
+    };
+    let id = c.get("id").and_then(Value::as_str).unwrap_or("");
+    let short: String = id.chars().take(12).collect();
+    let short = if short.is_empty() {
+        "-".to_string()
+    } else {
+        short
+    };
+    match c.get("sync").and_then(Value::as_str) {
+        Some(s) if s != "in_sync" => format!("{short} sync={s}"),
+        _ => short,
+    }
 }
 
 /// One object as key/value lines: the usual fields first, then everything else it has.
@@ -320,6 +362,24 @@ mod tests {
             patch_body(&args),
             json!({"resources": {"cpu": 0.25, "memory": "256Mi"}, "paused": true})
         );
+    }
+
+    #[test]
+    fn container_cells() {
+        assert_eq!(container_cell(None), "-");
+        let c = json!({"id": "5ca7b6e27ad52f339020458591ca8331", "sync": "in_sync"});
+        assert_eq!(container_cell(Some(&c)), "5ca7b6e27ad5");
+        let c = json!({"id": "5ca7b6e27ad52f339020458591ca8331", "sync": "pending"});
+        assert_eq!(container_cell(Some(&c)), "5ca7b6e27ad5 sync=pending");
+        let list = json!({"objects": [
+            {"id": "a", "name": "p", "kind": "process", "status": "running"},
+            {"id": "b", "name": "c", "kind": "container", "status": "running",
+             "container": {"id": "5ca7b6e27ad52f33", "sync": "in_sync"}},
+        ]});
+        let t = list_table(&list);
+        assert!(t.lines().next().unwrap_or("").contains("CONTAINER"), "{t}");
+        let only_processes = json!({"objects": [{"id": "a", "kind": "process"}]});
+        assert!(!list_table(&only_processes).contains("CONTAINER"));
     }
 
     #[test]

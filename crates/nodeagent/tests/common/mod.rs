@@ -3,6 +3,11 @@
 //!
 //! These tests need root and cgroup v1 at /sys/fs/cgroup (DESIGN.md §5). When either is missing
 //! they fail with a message saying so; they never skip.
+//!
+//! TCP needs the bearer token (issue 7). Every helper that talks HTTP to a daemon started here
+//! sends the token from the daemon's `<state-dir>/token`, found by port, so tests written before
+//! the token existed keep working unchanged; [`raw_http`] sends exactly the headers it is given,
+//! for tests of the authentication itself. [`grpc_client`] does the same for gRPC.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -12,7 +17,24 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The token file of each daemon started by these helpers, by port, so that [`try_http`] (which
+/// only has a port) can authenticate.
+static TOKEN_FILES: Mutex<BTreeMap<u16, PathBuf>> = Mutex::new(BTreeMap::new());
+
+/// The token the daemon on `port` wrote, if one of these helpers started it and it has.
+pub fn token_for(port: u16) -> Option<String> {
+    let path = TOKEN_FILES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&port)
+        .cloned()?;
+    let t = std::fs::read_to_string(path).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -92,6 +114,9 @@ pub struct Opts {
     pub port: Option<u16>,
     /// Use this state dir instead of a fresh one.
     pub state_dir: Option<PathBuf>,
+    /// The daemon's token file when the test moves it (`--token-file`); default
+    /// `<state-dir>/token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -131,6 +156,14 @@ impl Daemon {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
+        let token_file = opts
+            .token_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("token"));
+        TOKEN_FILES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(port, token_file);
         let log_file = std::fs::File::create(&log).unwrap();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -185,6 +218,17 @@ impl Daemon {
 
     pub fn socket(&self) -> PathBuf {
         self.state_dir.join("nodeagent.sock")
+    }
+
+    /// The API token the daemon wrote (`<state-dir>/token` unless the test moved it).
+    pub fn token(&self) -> String {
+        token_for(self.port).unwrap_or_else(|| {
+            panic!(
+                "no token file for the daemon on port {}; log:\n{}",
+                self.port,
+                self.log()
+            )
+        })
     }
 
     /// One HTTP request over TCP; the body is JSON.
@@ -268,6 +312,10 @@ impl Drop for Daemon {
             }
         }
         remove_cgroup_tree(&self.cgroup_parent);
+        TOKEN_FILES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.port);
     }
 }
 
@@ -385,17 +433,37 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 
 /// A minimal HTTP/1.1 exchange over TCP (`Connection: close`, chunked bodies decoded), so the
 /// tests check the wire format themselves rather than trusting a client library's leniency.
+/// Sends the bearer token of the daemon on `port` when one of these helpers started it.
 pub fn try_http(
     port: u16,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    let auth = token_for(port).map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    raw_http(port, method, path, body, &headers)
+}
+
+/// [`try_http`] with exactly the extra headers given, and no token unless among them.
+pub fn raw_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: application/json\r\n"
     );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some(b) = body {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -444,6 +512,34 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
         rest = after.get(n + 2..).unwrap_or("");
     }
     Ok((status, out))
+}
+
+/// Adds the daemon's bearer token to every gRPC call.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type GrpcClient = nodeagent_api::proto::agent_client::AgentClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+/// A gRPC client of the daemon on `port` that sends its token (see [`try_http`]).
+pub async fn grpc_client(port: u16) -> GrpcClient {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("gRPC connect to 127.0.0.1:{port}: {e}"));
+    let bearer = Bearer(token_for(port).map(|t| format!("Bearer {t}").parse().unwrap()));
+    nodeagent_api::proto::agent_client::AgentClient::with_interceptor(channel, bearer)
 }
 
 /// A process spec as the contract writes it.
