@@ -16,6 +16,17 @@ use tokio::sync::broadcast;
 /// `Arc<dyn Core>` and stay one concrete type.
 pub trait Core: Send + Sync + 'static {
     fn create(&self, spec: ObjectSpec, wait: bool) -> BoxFuture<'_, Result<Created, ApiError>>;
+    /// A create with a client-chosen `request_id` (idempotent). The default is for stand-in
+    /// cores, which ignore it.
+    fn create_with(
+        &self,
+        spec: ObjectSpec,
+        wait: bool,
+        request_id: Option<String>,
+    ) -> BoxFuture<'_, Result<Created, ApiError>> {
+        let _ = request_id;
+        self.create(spec, wait)
+    }
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object, ApiError>>;
     fn list(&self) -> BoxFuture<'_, Result<Vec<Object>, ApiError>>;
     fn update<'a>(
@@ -77,6 +88,14 @@ pub trait Core: Send + Sync + 'static {
 impl Core for AgentHandle {
     fn create(&self, spec: ObjectSpec, wait: bool) -> BoxFuture<'_, Result<Created, ApiError>> {
         Box::pin(AgentHandle::create(self, spec, wait))
+    }
+    fn create_with(
+        &self,
+        spec: ObjectSpec,
+        wait: bool,
+        request_id: Option<String>,
+    ) -> BoxFuture<'_, Result<Created, ApiError>> {
+        Box::pin(AgentHandle::create_with(self, spec, wait, request_id))
     }
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Object, ApiError>> {
         Box::pin(AgentHandle::get(self, key))

@@ -14,6 +14,7 @@ pub mod http;
 mod listen;
 pub mod request;
 pub mod tls;
+pub mod trace;
 
 /// Code generated from `proto/nodeagent/v1/agent.proto`: messages, the server trait and the
 /// client (`proto::agent_client::AgentClient`), for other crates' tests and tools.
@@ -135,6 +136,7 @@ fn build(core: Arc<dyn Core>, stop: Stop, access: Access, max_body: usize) -> ax
         // 404 for the rest, and axum allows only one.
         .reset_fallback();
     http::routes()
+        .route_layer(axum::middleware::from_fn(trace::route))
         // Applies to the HTTP routes' body extractors; the gRPC service has its own limit.
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(api)
@@ -146,6 +148,9 @@ fn build(core: Arc<dyn Core>, stop: Stop, access: Access, max_body: usize) -> ax
             Guard::new(access, core),
             auth::guard,
         ))
+        // Outside even the guard: a refused request is traced too, and every answer carries
+        // the trace id (when tracing is on).
+        .layer(axum::middleware::from_fn(trace::layer))
 }
 
 /// Serves HTTP/1.1, HTTP/2 and gRPC (same port) on `listener` until `shutdown` resolves, with

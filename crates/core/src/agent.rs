@@ -1,8 +1,10 @@
 //! The event loop and the object registry it owns.
 
 mod container;
+mod restore;
 
 use crate::handle::{AgentHandle, Created, HostInfo, PushAck, Shared};
+use crate::store::{Record, Store};
 use crate::{CoreConfig, CoreError};
 use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, CgroupVersion, Cgroups, Parent};
 use nodeagent_drivers::process::{self as proc_driver, ExitStatus};
@@ -36,6 +38,8 @@ pub(crate) enum Cmd {
     Create {
         spec: Box<ObjectSpec>,
         wait: bool,
+        /// Client-chosen idempotency key.
+        request_id: Option<String>,
         reply: Reply<Created>,
     },
     Get {
@@ -75,6 +79,12 @@ pub(crate) enum Cmd {
     },
     Host {
         reply: Reply<HostInfo>,
+    },
+    /// A command sent from inside a span (the API request's, when tracing is on): the loop
+    /// handles it inside that span, so the core's spans join the request's trace.
+    Traced {
+        cmd: Box<Cmd>,
+        span: tracing::Span,
     },
 }
 
@@ -135,6 +145,20 @@ pub struct Agent {
     objects: HashMap<String, Entry>,
     names: HashMap<String, String>,
     started_at: Timestamp,
+    /// The durable store, and what it holds of each object (to write only what changed).
+    store: Store,
+    persisted: HashMap<String, Record>,
+    /// The last event sequence number written to the store.
+    events_persisted: u64,
+    /// Start times of the process pids (`/proc/<pid>/stat` field 22), by object id.
+    pid_starts: HashMap<String, (u32, u64)>,
+    /// Processes re-adopted after a restart: no longer the agent's children, so their exit is
+    /// found by polling `/proc` (pid and start time), not by `waitpid`.
+    foreign: HashMap<String, (u32, u64)>,
+    /// Event sequence numbers reserved in the store (see [`crate::store::Store::reserve_events`]).
+    events_reserved: u64,
+    /// Create requests with a `request_id`, to write with their object.
+    pending_requests: Vec<(String, crate::store::RequestRecord)>,
 }
 
 impl Agent {
@@ -159,7 +183,12 @@ impl Agent {
             None => Parent::Own,
         };
         let cgroups = Arc::new(Cgroups::detect(&cfg.cgroup_root, &cfg.proc_root, parent)?);
+        let store = Store::open(sd, cfg.event_log_size)?;
+        let t0 = Instant::now();
+        let loaded = store.load()?;
         let events = Arc::new(EventLog::new(cfg.event_log_size));
+        let events_persisted = loaded.last_seq;
+        events.restore(loaded.events, loaded.last_seq);
         let mut sink_map = BTreeMap::new();
         // Network sinks register this host with their upstream (the seed's "register the host
         // through the RPC driver at start-up"), in the background: start-up never waits for it.
@@ -241,9 +270,29 @@ impl Agent {
             objects: HashMap::new(),
             names: HashMap::new(),
             started_at: Timestamp::now(),
+            store,
+            persisted: HashMap::new(),
+            events_persisted,
+            pid_starts: HashMap::new(),
+            foreign: HashMap::new(),
+            events_reserved: 0,
+            pending_requests: Vec::new(),
             cfg,
         };
         agent.add_host();
+        let n = loaded.records.len();
+        for rec in loaded.records {
+            agent.persisted.insert(rec.object.id.clone(), rec.clone());
+            agent.restore(rec);
+        }
+        agent.persist(true);
+        agent.reserve_seqs()?;
+        tracing::info!(
+            objects = n,
+            elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
+            store = %agent.store.path().display(),
+            "state restored"
+        );
         let handle = AgentHandle { tx, shared };
         Ok((agent, handle))
     }
@@ -318,7 +367,6 @@ impl Agent {
         fast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         self.start_container_watch();
-        self.shared.ready.store(true, Ordering::Release);
         self.shared.events.emit(
             EventKind::AgentStarted,
             None,
@@ -329,6 +377,8 @@ impl Agent {
             ),
             json!({"cgroup_version": self.cgroup_version()}),
         );
+        self.persist(true);
+        self.shared.ready.store(true, Ordering::Release);
         loop {
             // Container deletes advance with their Docker operation, not with the tick.
             let deleting = self
@@ -340,11 +390,16 @@ impl Agent {
                 Some(cmd) = self.rx.recv() => self.handle(cmd),
                 Some(i) = self.internal_rx.recv() => self.internal(i),
                 Some(()) = async { match sigchld.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => self.reap(),
-                _ = tick.tick() => { self.reap(); self.check_adopted(); }
-                _ = fast.tick(), if deleting => { self.reap(); self.progress_deletes(); }
+                _ = tick.tick() => { self.reap(); self.check_foreign(); self.check_adopted(); }
+                _ = fast.tick(), if deleting => { self.reap(); self.check_foreign(); self.progress_deletes(); }
             }
+            self.persist(false);
         }
         self.shared.ready.store(false, Ordering::Release);
+        if self.cfg.stop_workloads {
+            self.stop_processes().await;
+        }
+        self.persist(true);
         if let Some(w) = self.watcher.take() {
             w.abort();
         }
@@ -360,6 +415,11 @@ impl Agent {
         );
         // Everything queued reaches the sinks' files and spools; network sinks get a moment to
         // deliver what they hold, and keep the rest in their spool for the next start.
+        self.persist(true);
+        // A clean stop: the next start continues right after the last event.
+        if let Err(e) = self.store.reserve_events(self.events_persisted) {
+            tracing::warn!(error = %e, "writing the event sequence number");
+        }
         for s in self.sinks.values() {
             s.shutdown(SINK_DRAIN).await;
         }
@@ -374,11 +434,44 @@ impl Agent {
 
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Create { spec, wait, reply } if spec.kind == Kind::Container => {
-                self.create_container(*spec, wait, reply);
-            }
-            Cmd::Create { spec, wait, reply } => {
-                let _ = reply.send(self.create(*spec, wait));
+            Cmd::Create {
+                spec,
+                wait,
+                request_id,
+                reply,
+            } => {
+                let Some(rid) = request_id else {
+                    return self.dispatch_create(*spec, wait, reply);
+                };
+                match self.known_request(&rid, &spec) {
+                    Ok(Some(created)) => {
+                        let _ = reply.send(Ok(created));
+                    }
+                    Ok(None) => {
+                        let name = spec.name.clone();
+                        let spec_json = serde_json::to_value(&*spec).unwrap_or_default();
+                        let before = self.names.get(&name).cloned();
+                        self.dispatch_create(*spec, wait, reply);
+                        // Recorded only when this create made an object (not when the name
+                        // belonged to another one and the create was refused).
+                        let made = self
+                            .names
+                            .get(&name)
+                            .filter(|id| before.as_ref() != Some(*id));
+                        if let Some(id) = made {
+                            self.pending_requests.push((
+                                rid,
+                                crate::store::RequestRecord {
+                                    object_id: id.clone(),
+                                    spec: spec_json,
+                                },
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Cmd::Get { key, reply } => {
                 let _ = reply.send(self.lookup(&key).map(|e| e.obj.clone()));
@@ -420,7 +513,49 @@ impl Agent {
             Cmd::Host { reply } => {
                 let _ = reply.send(self.host_info());
             }
+            Cmd::Traced { cmd, span } => span.in_scope(|| self.handle(*cmd)),
         }
+    }
+
+    fn dispatch_create(&mut self, spec: ObjectSpec, wait: bool, reply: Reply<Created>) {
+        if spec.kind == Kind::Container {
+            self.create_container(spec, wait, reply);
+        } else {
+            let _ = reply.send(self.create(spec, wait));
+        }
+    }
+
+    /// The object an earlier create with `request_id` made, if it still exists; a conflict if
+    /// that create carried another spec.
+    fn known_request(
+        &self,
+        request_id: &str,
+        spec: &ObjectSpec,
+    ) -> Result<Option<Created>, ApiError> {
+        let rec = self
+            .store
+            .request(request_id)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let Some(rec) = rec else { return Ok(None) };
+        let Some(e) = self.objects.get(&rec.object_id) else {
+            // The object it made is gone (deleted, or its create failed): a new create.
+            return Ok(None);
+        };
+        if serde_json::to_value(spec).unwrap_or_default() != rec.spec {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "request_id {request_id:?} was used for another spec (object {})",
+                    e.obj.name
+                ),
+            )
+            .with_field("request_id"));
+        }
+        Ok(Some(Created {
+            id: e.obj.id.clone(),
+            event_id: 0,
+            object: e.obj.clone(),
+        }))
     }
 
     fn id_of(&self, key: &str) -> Result<String, ApiError> {
@@ -452,6 +587,7 @@ impl Agent {
             .emit(kind, Some((&obj.id, &obj.name)), message, data)
     }
 
+    #[tracing::instrument(name = "core.create", skip_all)]
     fn create(&mut self, spec: ObjectSpec, _wait: bool) -> Result<Created, ApiError> {
         if spec.name == HOST_ID || self.names.contains_key(&spec.name) {
             return Err(ApiError::new(
@@ -588,6 +724,7 @@ impl Agent {
         Ok(())
     }
 
+    #[tracing::instrument(name = "core.update", skip_all)]
     fn update(&mut self, key: &str, patch: ObjectPatch) -> Result<Object, ApiError> {
         let id = self.id_of(key)?;
         if let Some(r) = &patch.resources {
@@ -661,6 +798,7 @@ impl Agent {
         Ok(obj)
     }
 
+    #[tracing::instrument(name = "core.delete", skip_all)]
     fn delete(&mut self, key: &str, wait: bool, remove: bool, reply: Reply<Object>) {
         let id = match self.id_of(key) {
             Ok(id) => id,
@@ -817,11 +955,12 @@ impl Agent {
             }
         }
         for (id, st) in exits {
-            self.on_exit(&id, st);
+            self.on_exit(&id, Some(st));
         }
     }
 
-    fn on_exit(&mut self, id: &str, st: ExitStatus) {
+    fn on_exit(&mut self, id: &str, st: Option<ExitStatus>) {
+        self.foreign.remove(id);
         let tx = self.internal_tx.clone();
         let Some(e) = self.objects.get_mut(id) else {
             return;
@@ -836,8 +975,9 @@ impl Agent {
         };
         *pid = None;
         let (code, signal) = match st {
-            ExitStatus::Code(c) => (Some(c), None),
-            ExitStatus::Signal(s) => (None, Some(s)),
+            Some(ExitStatus::Code(c)) => (Some(c), None),
+            Some(ExitStatus::Signal(s)) => (None, Some(s)),
+            None => (None, None),
         };
         e.obj.exit_code = code;
         e.obj.exit_signal = signal;
@@ -860,7 +1000,9 @@ impl Agent {
         let msg = match (code, signal) {
             (Some(c), _) => format!("exited with code {c}"),
             (_, Some(s)) => format!("killed by signal {s}"),
-            _ => "exited".to_string(),
+            // A process re-adopted after a restart is not the agent's child: its exit code
+            // cannot be learnt.
+            _ => "exited while not a child of the agent (exit code unknown)".to_string(),
         };
         e.obj.paused = false;
         if restart {
@@ -1108,6 +1250,7 @@ impl Agent {
         })
     }
 
+    #[tracing::instrument(name = "core.push_once", skip_all)]
     fn push_once(
         &mut self,
         key: &str,
@@ -1120,6 +1263,7 @@ impl Agent {
             id: id.clone(),
             sink: h,
             reply: tx,
+            span: tracing::Span::current(),
         });
         Ok((id, rx))
     }

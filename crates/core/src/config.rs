@@ -30,6 +30,9 @@ pub struct CoreConfig {
     pub sinks: Vec<SinkConfig>,
     /// Time a process gets between SIGTERM and SIGKILL on delete.
     pub stop_grace: Duration,
+    /// Stop the processes when the agent shuts down (default: they keep running, and are
+    /// re-adopted at the next start).
+    pub stop_workloads: bool,
     /// Events kept in memory for `GET /v1/events`.
     pub event_log_size: usize,
     /// Size at which `reports.jsonl` is rotated to `reports.jsonl.1`.
@@ -55,6 +58,7 @@ impl CoreConfig {
             heartbeat_sinks: vec!["file".to_string()],
             sinks: Vec::new(),
             stop_grace: Duration::from_secs(5),
+            stop_workloads: false,
             event_log_size: 10_000,
             file_sink_max_bytes: 256 << 20,
             docker_socket: nodeagent_drivers::docker::DEFAULT_SOCKET.to_string(),

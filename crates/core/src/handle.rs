@@ -87,19 +87,47 @@ impl AgentHandle {
         make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Cmd,
     ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        let mut cmd = make(tx);
+        // The request's span crosses the channel with the command (only when tracing is on:
+        // otherwise the current span is disabled and nothing is allocated).
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            cmd = Cmd::Traced {
+                cmd: Box::new(cmd),
+                span,
+            };
+        }
+        self.tx.send(cmd).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
     /// Creates an object. With `wait`, answers once it is running (or with the error that
     /// failed it); without, once it is accepted. Validation errors come back either way.
     pub async fn create(&self, spec: ObjectSpec, wait: bool) -> Result<Created, ApiError> {
+        self.create_with(spec, wait, None).await
+    }
+
+    /// [`AgentHandle::create`] with a client-chosen `request_id`: the same request again
+    /// answers with the object the first one made (never a second object); another spec under
+    /// the same id is a conflict (409).
+    pub async fn create_with(
+        &self,
+        spec: ObjectSpec,
+        wait: bool,
+        request_id: Option<String>,
+    ) -> Result<Created, ApiError> {
         spec.validate()?;
         // Before anything else, so a refused request has no side effect and never depends on
         // whether a driver is available.
         self.shared.policy.check_create(&spec)?;
         let spec = Box::new(spec);
-        self.call(|reply| Cmd::Create { spec, wait, reply }).await
+        self.call(|reply| Cmd::Create {
+            spec,
+            wait,
+            request_id,
+            reply,
+        })
+        .await
     }
     /// Looks an object up by id or name (`host` is the host).
     pub async fn get(&self, key: &str) -> Result<Object, ApiError> {

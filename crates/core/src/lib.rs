@@ -8,6 +8,7 @@ mod agent;
 pub mod config;
 mod handle;
 pub mod policy;
+pub mod store;
 
 pub use agent::Agent;
 pub use config::{CoreConfig, SinkConfig, SinkStatus, SinkType};
@@ -31,6 +32,8 @@ pub enum CoreError {
     Config(String),
     #[error("config: {0}")]
     Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("collector thread: {0}")]
     Collector(std::io::Error),
 }

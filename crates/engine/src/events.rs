@@ -32,6 +32,25 @@ impl EventLog {
         }
     }
 
+    /// Puts back the events of an earlier run (oldest first) and continues numbering after
+    /// `last_seq`, so that sequence numbers stay monotonic across restarts. Not broadcast.
+    pub fn restore(&self, events: Vec<Event>, last_seq: u64) {
+        let mut g = lock(&self.inner);
+        let last = events.last().map_or(0, |e| e.seq).max(last_seq);
+        g.next_seq = g.next_seq.max(last + 1);
+        let mut log: VecDeque<Event> = events.into_iter().collect();
+        while log.len() > g.cap {
+            log.pop_front();
+        }
+        log.extend(std::mem::take(&mut g.log));
+        g.log = log;
+    }
+
+    /// The sequence number the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.inner).next_seq
+    }
+
     /// Appends an event and returns its sequence number.
     pub fn emit(
         &self,

@@ -101,6 +101,7 @@ async fn reports_carry_every_sample_once_in_order() {
         id: "h2".into(),
         sink: sink.clone(),
         reply: tx,
+        span: tracing::Span::none(),
     });
     assert_eq!(rx.await.expect("reply"), Ok(1));
     assert_eq!(lock(&got).last().map(|r| r.id.as_str()), Some("h2"));
@@ -111,6 +112,7 @@ async fn reports_carry_every_sample_once_in_order() {
         id: "nope".into(),
         sink,
         reply: tx,
+        span: tracing::Span::none(),
     });
     assert!(rx.await.expect("reply").is_err());
 }

@@ -21,6 +21,7 @@ pub const SOCKET_FILE: &str = "nodeagent.sock";
 pub const TOKEN_FILE: &str = "token";
 /// Largest request body by default: specs are a few hundred bytes.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+pub const DEFAULT_OTLP_SERVICE_NAME: &str = "nodeagent";
 const MIN_MAX_BODY: u64 = 4 << 10;
 const MAX_MAX_BODY: u64 = 64 << 20;
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -158,6 +159,13 @@ pub struct RunArgs {
           value_parser = parse_duration_arg)]
     pub stop_grace: Option<Duration>,
 
+    /// Stop the agent's processes (SIGTERM, then SIGKILL after at most 1 s) when the agent
+    /// shuts down; by default workloads keep running and are re-adopted at the next start
+    /// [default: false]
+    #[arg(long, env = "NODEAGENT_STOP_WORKLOADS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub stop_workloads: Option<bool>,
+
     /// The Docker Engine's socket, for objects of kind container (a path or unix:// URI). The
     /// agent starts without an engine; the container kind then answers 503 until one answers
     /// here [default: /var/run/docker.sock]
@@ -224,6 +232,26 @@ pub struct RunArgs {
     )]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Export a trace of every API request over OTLP/gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317 (Jaeger accepts OTLP directly); responses then carry `traceparent`
+    /// and `x-trace-id` [default: none, tracing off]
+    #[arg(
+        long,
+        env = "NODEAGENT_OTLP_ENDPOINT",
+        value_name = "URL",
+        help_heading = "Tracing"
+    )]
+    pub otlp_endpoint: Option<String>,
+
+    /// The `service.name` of the exported traces [default: nodeagent]
+    #[arg(
+        long,
+        env = "NODEAGENT_OTLP_SERVICE_NAME",
+        value_name = "NAME",
+        help_heading = "Tracing"
+    )]
+    pub otlp_service_name: Option<String>,
+
     /// Print the resolved configuration as TOML and exit without starting (for checking what
     /// the file, the environment and the flags add up to)
     #[arg(long)]
@@ -287,6 +315,8 @@ struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_grace: Option<nodeagent_types::Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    stop_workloads: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     docker_socket: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat: Option<HeartbeatFile>,
@@ -310,6 +340,10 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     policy: Option<PolicyConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otlp_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otlp_service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -336,6 +370,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub heartbeat_sinks: Vec<String>,
     pub stop_grace: Duration,
+    /// Stop the processes at shutdown (default: they keep running).
+    pub stop_workloads: bool,
     pub docker_socket: String,
     pub sinks: Vec<SinkConfig>,
     /// The TCP bearer token's file (created on first start when missing).
@@ -348,6 +384,9 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
     pub policy: PolicyConfig,
+    /// Where traces go (OTLP/gRPC); `None`: tracing off.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_service_name: String,
 }
 
 /// The options shared with the client commands, which find the daemon with them.
@@ -462,6 +501,7 @@ impl Config {
                 .stop_grace
                 .or(file.stop_grace.map(|d| d.0))
                 .unwrap_or(DEFAULT_STOP_GRACE),
+            stop_workloads: args.stop_workloads.or(file.stop_workloads).unwrap_or(false),
             docker_socket: args
                 .docker_socket
                 .clone()
@@ -480,6 +520,16 @@ impl Config {
             tls_key: args.tls_key.clone().or(file.tls_key),
             tls_client_ca: args.tls_client_ca.clone().or(file.tls_client_ca),
             policy: file.policy.unwrap_or_default(),
+            otlp_endpoint: args
+                .otlp_endpoint
+                .clone()
+                .or(file.otlp_endpoint)
+                .filter(|e| !e.trim().is_empty()),
+            otlp_service_name: args
+                .otlp_service_name
+                .clone()
+                .or(file.otlp_service_name)
+                .unwrap_or_else(|| DEFAULT_OTLP_SERVICE_NAME.to_string()),
             state_dir,
         };
         cfg.check()?;
@@ -488,6 +538,11 @@ impl Config {
 
     /// Rejects values that would only fail later, deep in start-up, with a worse message.
     fn check(&self) -> anyhow::Result<()> {
+        if let Some(e) = &self.otlp_endpoint {
+            if !e.starts_with("http://") {
+                bail!("otlp_endpoint {e:?}: give the collector's OTLP/gRPC URL, e.g. http://127.0.0.1:4317 (plain http://; TLS to the collector is not supported)");
+            }
+        }
         if self.listen.trim().is_empty() {
             bail!("listen: empty address; give HOST:PORT such as {DEFAULT_LISTEN}");
         }
@@ -580,6 +635,7 @@ impl Config {
         core.heartbeat_sinks = self.heartbeat_sinks.clone();
         core.sinks = self.sinks.clone();
         core.stop_grace = self.stop_grace;
+        core.stop_workloads = self.stop_workloads;
         core.policy = self.policy.clone();
         core.docker_socket = self.docker_socket.clone();
         core
@@ -599,6 +655,7 @@ impl Config {
             ring_size: Some(self.ring_size),
             heartbeat_interval: None,
             stop_grace: Some(nodeagent_types::Duration(self.stop_grace)),
+            stop_workloads: Some(self.stop_workloads),
             docker_socket: Some(self.docker_socket.clone()),
             heartbeat: Some(HeartbeatFile {
                 interval: Some(nodeagent_types::Duration(self.heartbeat_interval)),
@@ -615,6 +672,8 @@ impl Config {
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
             policy: Some(self.policy.clone()),
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            otlp_service_name: Some(self.otlp_service_name.clone()),
         };
         toml::to_string(&file).context("printing the configuration")
     }
@@ -699,6 +758,29 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/tmp/x/nodeagent.sock"));
         assert_eq!(c.stop_grace, Duration::from_secs(1));
         assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn tracing_is_off_unless_an_endpoint_is_given() {
+        let c = layer("", RunArgs::default()).expect("valid");
+        assert_eq!(c.otlp_endpoint, None);
+        assert_eq!(c.otlp_service_name, "nodeagent");
+        let file = r#"
+            otlp_endpoint = "http://127.0.0.1:4317"
+            otlp_service_name = "edge"
+        "#;
+        let c = layer(file, RunArgs::default()).expect("valid");
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(c.otlp_service_name, "edge");
+        let args = RunArgs {
+            otlp_endpoint: Some("http://collector:4317".into()),
+            ..RunArgs::default()
+        };
+        let c = layer(file, args).expect("valid");
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4317"));
+        let err = layer(r#"otlp_endpoint = "collector:4317""#, RunArgs::default())
+            .expect_err("no scheme");
+        assert!(format!("{err:#}").contains("otlp_endpoint"), "{err:#}");
     }
 
     #[test]

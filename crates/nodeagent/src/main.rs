@@ -8,6 +8,7 @@ mod config;
 mod receiver;
 mod run;
 mod security;
+mod telemetry;
 
 use clap::Parser;
 use std::process::ExitCode;

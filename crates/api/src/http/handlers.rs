@@ -87,11 +87,22 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
-    let wait = wait_of(raw.as_deref())?;
+    let q = Query::parse(raw.as_deref(), &["wait", "request_id"])?;
+    let wait = q.bool("wait")?.unwrap_or(false);
+    let request_id = q.str("request_id").map(str::to_string);
+    if let Some(r) = &request_id {
+        if r.is_empty() || r.len() > 128 || r.chars().any(|c| c.is_control()) {
+            return Err(ApiError::invalid(
+                "request_id",
+                "request_id must be 1 to 128 printable characters",
+            )
+            .into());
+        }
+    }
     require_json(&headers)?;
     let spec = request::parse_spec(&body_bytes(&api, body)?)?;
     note.key(&spec.name);
-    let created = api.core.create(spec, wait).await?;
+    let created = api.core.create_with(spec, wait, request_id).await?;
     note.object(&created.object);
     let mut resp = if wait {
         (StatusCode::CREATED, Json(&created.object)).into_response()

@@ -51,6 +51,11 @@ impl Query {
         self.get(name).map(|v| parse_bool(name, v)).transpose()
     }
 
+    /// A string parameter, as given (decoded).
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.get(name)
+    }
+
     /// A non-negative integer parameter.
     pub fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.get(name).map(|v| parse_u64(name, v)).transpose()

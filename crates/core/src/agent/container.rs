@@ -72,9 +72,22 @@ pub(super) struct ContainerWork {
     /// A delete is waiting for the operation in flight; `true`: stop and remove the container,
     /// `false`: release it (an adopted one).
     delete: Option<bool>,
+    /// Restored from the store after a restart: the first inspect also learns the CPU style.
+    restored: bool,
 }
 
 impl ContainerWork {
+    /// The work of a container object restored from the store, before its first inspect.
+    pub(super) fn restored(docker_id: String, adopted: bool, _pid: Option<u32>) -> Self {
+        ContainerWork {
+            docker_id: Some(docker_id),
+            adopted,
+            busy: true,
+            restored: true,
+            ..Default::default()
+        }
+    }
+
     /// Whether the collector has an entry for the object (report tasks need one).
     pub(super) fn is_collected(&self) -> bool {
         self.collecting
@@ -120,10 +133,26 @@ impl Agent {
     /// Runs a Docker operation off the loop; its result comes back as a message.
     fn spawn_op(&self, fut: impl Future<Output = Done> + Send + 'static) {
         let tx = self.internal_tx.clone();
-        tokio::spawn(async move {
-            let done = fut.await;
-            // The loop has stopped only at shutdown; the result no longer matters then.
-            let _ = tx.send(Internal::Container(Box::new(done)));
+        // In the span of the command that started it (the request's trace, when tracing is on).
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let done = fut.await;
+                // The loop has stopped only at shutdown; the result no longer matters then.
+                let _ = tx.send(Internal::Container(Box::new(done)));
+            },
+            span,
+        ));
+    }
+
+    /// Inspects a container again (after the agent's restart); the answer goes through
+    /// [`Agent::observe`] like any other.
+    pub(super) fn reinspect(&self, id: &str, docker_id: String) {
+        let m = self.containers.clone();
+        let id = id.to_string();
+        self.spawn_op(async move {
+            let result = m.inspect(&docker_id).await;
+            Done::Inspected { id, result }
         });
     }
 
@@ -151,6 +180,7 @@ impl Agent {
     /// `POST /v1/objects` of kind container. The name is reserved at once (the object is
     /// `pending`); phase one (engine, name, image) answers the caller, phase two (pull, create,
     /// start) runs after it unless the caller waits for it.
+    #[tracing::instrument(name = "core.create", skip_all)]
     pub(super) fn create_container(&mut self, spec: ObjectSpec, wait: bool, reply: Reply<Created>) {
         if spec.name == HOST_ID || self.names.contains_key(&spec.name) {
             let _ = reply.send(Err(ApiError::new(
@@ -217,6 +247,15 @@ impl Agent {
             Done::Inspected { id, result } => {
                 if let Some((_, _, c)) = self.cwork(&id) {
                     c.busy = false;
+                    if c.restored {
+                        if let Ok(Some(info)) = &result {
+                            c.style = CpuStyle::of(info);
+                            c.docker_paused = info.paused;
+                        }
+                        if result.is_ok() {
+                            c.restored = false;
+                        }
+                    }
                 }
                 match result {
                     Ok(info) => self.observe(&id, info),
@@ -699,6 +738,10 @@ impl Agent {
                 target,
                 interval,
             });
+            // Report tasks follow the object to its new collector entry (after a restart of the
+            // container or of the agent).
+            let obj = e.obj.clone();
+            self.resume_push(&obj);
         }
         Ok(())
     }

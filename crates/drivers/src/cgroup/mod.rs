@@ -118,24 +118,29 @@ impl CgroupManager for Cgroups {
     fn version(&self) -> CgroupVersion {
         self.inner().version()
     }
+    #[tracing::instrument(name = "driver.cgroup.create", skip_all)]
     fn create(&self, cg: &CgroupRef) -> Result<()> {
         self.inner().create(cg)
     }
+    #[tracing::instrument(name = "driver.cgroup.remove", skip_all)]
     fn remove(&self, cg: &CgroupRef) -> Result<()> {
         self.inner().remove(cg)
     }
     fn exists(&self, cg: &CgroupRef) -> bool {
         self.inner().exists(cg)
     }
+    #[tracing::instrument(name = "driver.cgroup.apply", skip_all)]
     fn apply(&self, cg: &CgroupRef, res: &Resources) -> Result<()> {
         self.inner().apply(cg, res)
     }
     fn read_limits(&self, cg: &CgroupRef) -> Result<Limits> {
         self.inner().read_limits(cg)
     }
+    #[tracing::instrument(name = "driver.cgroup.freeze", skip_all)]
     fn freeze(&self, cg: &CgroupRef, frozen: bool) -> Result<()> {
         self.inner().freeze(cg, frozen)
     }
+    #[tracing::instrument(name = "driver.cgroup.add_pid", skip_all)]
     fn add_pid(&self, cg: &CgroupRef, pid: u32) -> Result<()> {
         self.inner().add_pid(cg, pid)
     }

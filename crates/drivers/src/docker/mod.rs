@@ -283,6 +283,7 @@ impl Docker {
     }
 
     /// Pulls `image` (`name[:tag]` or `name@digest`; the tag defaults to `latest`).
+    #[tracing::instrument(name = "driver.docker.pull", skip_all)]
     pub async fn pull(&self, image: &str) -> Result<()> {
         let (name, tag) = split_reference(image);
         let opts = CreateImageOptionsBuilder::default()
@@ -300,6 +301,7 @@ impl Docker {
     }
 
     /// Creates a container named `name`; returns its id. The container is not started.
+    #[tracing::instrument(name = "driver.docker.create", skip_all)]
     pub async fn create(&self, name: &str, cfg: &CreateConfig) -> Result<String> {
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         let body = create_body(cfg);
@@ -313,6 +315,7 @@ impl Docker {
         Ok(r.id)
     }
 
+    #[tracing::instrument(name = "driver.docker.start", skip_all)]
     pub async fn start(&self, id: &str) -> Result<()> {
         self.call(
             "container start",
@@ -369,6 +372,7 @@ impl Docker {
     }
 
     /// Changes the stored limits of a container (and the cgroup of a running one).
+    #[tracing::instrument(name = "driver.docker.update", skip_all)]
     pub async fn update(&self, id: &str, res: &ResourceUpdate) -> Result<()> {
         self.call(
             "container update",
@@ -378,6 +382,7 @@ impl Docker {
         .await
     }
 
+    #[tracing::instrument(name = "driver.docker.pause", skip_all)]
     pub async fn pause(&self, id: &str) -> Result<()> {
         self.call(
             "container pause",
@@ -387,6 +392,7 @@ impl Docker {
         .await
     }
 
+    #[tracing::instrument(name = "driver.docker.unpause", skip_all)]
     pub async fn unpause(&self, id: &str) -> Result<()> {
         self.call(
             "container unpause",
@@ -398,6 +404,7 @@ impl Docker {
 
     /// Stops a container: SIGTERM (or the image's stop signal), SIGKILL after `grace`. A
     /// container that is not running is not an error (the engine answers 304).
+    #[tracing::instrument(name = "driver.docker.stop", skip_all)]
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
         // The API takes whole seconds; round up so the workload gets at least `grace`.
         let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
@@ -412,6 +419,7 @@ impl Docker {
     }
 
     /// Removes a container; `force` kills it first if it runs.
+    #[tracing::instrument(name = "driver.docker.remove", skip_all)]
     pub async fn remove(&self, id: &str, force: bool) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(force)

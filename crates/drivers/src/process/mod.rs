@@ -70,6 +70,7 @@ pub enum ExitStatus {
 /// executed, and [`SpawnError::Other`] for the rest, including the kernel refusing to move the
 /// child into a cgroup (the message names the `cgroup.procs` file). No child is left behind on
 /// error.
+#[tracing::instrument(name = "driver.process.spawn", skip_all)]
 pub fn spawn(spec: SpawnSpec<'_>) -> Result<u32, SpawnError> {
     let SpawnSpec {
         command,

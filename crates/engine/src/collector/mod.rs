@@ -65,6 +65,8 @@ pub enum Command {
         id: String,
         sink: Arc<SinkHandle>,
         reply: crate::sinks::Ack,
+        /// The request's span (disabled unless tracing is on), continued on this thread.
+        span: tracing::Span,
     },
     /// Stops the thread after a last round of reports; replies when done.
     Shutdown(oneshot::Sender<()>),
@@ -253,7 +255,14 @@ impl Scheduler {
                     obj.reports.retain(|r| r.sink.name != sink);
                 }
             }
-            Command::PushOnce { id, sink, reply } => {
+            Command::PushOnce {
+                id,
+                sink,
+                reply,
+                span,
+            } => {
+                let _request = span.enter();
+                let _push = tracing::info_span!("collector.push_once").entered();
                 let Some(&slot) = self.by_id.get(&id) else {
                     let _ = reply.send(Err(format!("object {id} is not being collected")));
                     return false;

@@ -453,6 +453,9 @@ pub enum SinkMsg {
     Batch {
         records: Vec<Record>,
         ack: Option<(Ack, u64)>,
+        /// For a batch with an ack (push-once): the span it was sent from, so the write joins
+        /// the request's trace. `Span::none()` for periodic reports: no span per batch there.
+        span: tracing::Span,
     },
     /// Events from the event log (network sinks).
     Events(Vec<Event>),
@@ -565,7 +568,12 @@ impl SinkHandle {
         let n = records.len() as u64;
         // Counted before sending, so the sink's thread never subtracts first.
         self.stats.queued.fetch_add(n, Ordering::Relaxed);
-        if let Err(e) = self.tx.try_send(SinkMsg::Batch { records, ack }) {
+        let span = if ack.is_some() {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
+        if let Err(e) = self.tx.try_send(SinkMsg::Batch { records, ack, span }) {
             self.stats.queued.fetch_sub(n, Ordering::Relaxed);
             let (why, msg) = match e {
                 TrySendError::Full(m) => ("queue full", m),
@@ -737,8 +745,16 @@ fn local_loop(rx: Receiver<SinkMsg>, mut sink: Box<dyn Sink>, st: &SinkStats, na
     let mut seq = 0u64;
     let mut handle = |msg: SinkMsg, sink: &mut Box<dyn Sink>| -> bool {
         match msg {
-            SinkMsg::Batch { mut records, ack } => {
+            SinkMsg::Batch {
+                mut records,
+                ack,
+                span,
+            } => {
                 let n = records.len() as u64;
+                let _write = (!span.is_disabled()).then(|| {
+                    tracing::info_span!(parent: &span, "reporter.write", sink = %name, records = n)
+                        .entered()
+                });
                 st.queued.fetch_sub(n, Ordering::Relaxed);
                 for r in &mut records {
                     seq += 1;

@@ -402,7 +402,7 @@ fn writer_loop(
                 let mut next = Some(msg);
                 while let Some(msg) = next.take() {
                     match msg {
-                        SinkMsg::Batch { records, ack } => {
+                        SinkMsg::Batch { records, ack, .. } => {
                             stats
                                 .queued
                                 .fetch_sub(records.len() as u64, Ordering::Relaxed);

@@ -42,6 +42,9 @@ pub struct EventsArgs {
     /// Show only events after this sequence number
     #[arg(long, value_name = "SEQ")]
     pub since: Option<u64>,
+    /// Keep printing new events as they happen (one line each) until interrupted
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 pub async fn push(client: &Client, out: OutputFormat, args: PushArgs) -> anyhow::Result<()> {
@@ -174,11 +177,59 @@ pub async fn events(client: &Client, out: OutputFormat, args: EventsArgs) -> any
         None => "/v1/events".to_string(),
     };
     let answer = client.get(&path).await?;
+    if args.follow {
+        return follow_events(client, out, answer).await;
+    }
     match out {
         OutputFormat::Json => print!("{}", output::json(&answer)),
         OutputFormat::Table => print!("{}", events_table(&answer)),
     }
     Ok(())
+}
+
+/// `events -f`: prints what there is, then polls `?since=` the last sequence number seen (the
+/// log's sequence numbers are monotonic, also across the agent's restarts) and prints each new
+/// event on one line as it comes. A restarting agent is waited for.
+async fn follow_events(client: &Client, out: OutputFormat, first: Value) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut last = 0u64;
+    let mut answer = first;
+    loop {
+        let events = answer
+            .get("events")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut stdout = std::io::stdout().lock();
+        for e in events {
+            let seq = e.get("seq").and_then(Value::as_u64).unwrap_or(0);
+            if seq <= last {
+                continue;
+            }
+            last = seq;
+            let line = match out {
+                OutputFormat::Json => e.to_string(),
+                OutputFormat::Table => format!(
+                    "{}  {}  {}  {}  {}",
+                    output::cell(e.get("seq")),
+                    output::time_of_day(e.get("ts").unwrap_or(&Value::Null)),
+                    output::cell(e.get("kind")),
+                    output::cell(e.get("name").or_else(|| e.get("object_id"))),
+                    output::cell(e.get("message")),
+                ),
+            };
+            writeln!(stdout, "{line}")?;
+        }
+        stdout.flush()?;
+        drop(stdout);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        answer = loop {
+            match client.get(&format!("/v1/events?since={last}")).await {
+                Ok(a) => break a,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        };
+    }
 }
 
 fn events_table(answer: &Value) -> String {

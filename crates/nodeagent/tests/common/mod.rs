@@ -114,6 +114,9 @@ pub struct Opts {
     pub port: Option<u16>,
     /// Use this state dir instead of a fresh one.
     pub state_dir: Option<PathBuf>,
+    /// Use this cgroup parent instead of a fresh `/nodeagent-e2e-<random>` (a restart on the
+    /// same state dir must find its cgroups again).
+    pub cgroup_parent: Option<String>,
     /// The daemon's token file when the test moves it (`--token-file`); default
     /// `<state-dir>/token`.
     pub token_file: Option<PathBuf>,
@@ -138,7 +141,10 @@ impl Daemon {
             .state_dir
             .clone()
             .unwrap_or_else(|| tmp.path().join("state"));
-        let cgroup_parent = format!("/nodeagent-e2e-{}", random_suffix());
+        let cgroup_parent = opts
+            .cgroup_parent
+            .clone()
+            .unwrap_or_else(|| format!("/nodeagent-e2e-{}", random_suffix()));
         let port = opts.port.unwrap_or_else(free_port);
         let log = tmp.path().join("daemon.log");
         let mut cmd = command();
@@ -285,6 +291,16 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the daemon with SIGKILL (its workloads keep running) and reaps it. The cgroup tree
+    /// stays until this `Daemon` drops.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        assert!(
+            self.wait_exit(Duration::from_secs(10)).is_some(),
+            "the daemon did not die of SIGKILL"
+        );
     }
 
     /// Stops the daemon with SIGTERM and returns its exit status.

@@ -32,6 +32,7 @@ impl CgroupKindManager {
         }
     }
 
+    #[tracing::instrument(name = "manager.cgroup.adopt", skip_all)]
     pub fn adopt(&self, id: &str, spec: &ObjectSpec) -> Result<Adopted, ApiError> {
         let Some(c) = &spec.cgroup else {
             return Err(ApiError::invalid(
@@ -106,6 +107,7 @@ impl CgroupKindManager {
 
     /// Undoes adoption: moves pids back where they were and removes the agent's cgroup. An
     /// adopted path is left as it is.
+    #[tracing::instrument(name = "manager.cgroup.release", skip_all)]
     pub fn release(&self, a: &Adopted) {
         if let CgroupRef::External(_) = a.cg {
             return;

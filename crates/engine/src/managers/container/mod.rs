@@ -223,6 +223,7 @@ impl ContainerManager {
     /// Phase one of a create: the engine is there, the name is free in Docker, and the image is
     /// present (or may be pulled). Cheap (two inspects), so the caller gets these errors before
     /// anything exists.
+    #[tracing::instrument(name = "manager.container.prepare", skip_all)]
     pub async fn prepare(&self, spec: &ObjectSpec) -> Result<Prepared, ApiError> {
         let c = container_spec(spec)?;
         check_docker_name(&spec.name)?;
@@ -266,6 +267,7 @@ impl ContainerManager {
     /// Phase two of a create: pull if needed, create, start, inspect. A container that was
     /// created is removed again on any later failure, so a failed create leaves nothing in
     /// Docker.
+    #[tracing::instrument(name = "manager.container.run", skip_all)]
     pub async fn run(
         &self,
         prepared: Prepared,
@@ -358,6 +360,7 @@ impl ContainerManager {
     /// makes the change itself: for a pause, the container runs again for the length of Docker's
     /// pause call (about 15 ms here) before runc freezes it; for an unpause, it stays frozen that
     /// long. Should Docker refuse, the desired state is written back to the cgroup.
+    #[tracing::instrument(name = "manager.container.sync", skip_all)]
     pub async fn sync(
         &self,
         docker_id: &str,
@@ -407,6 +410,7 @@ impl ContainerManager {
     /// Stops (SIGTERM, SIGKILL after `grace`) and removes a container. One that is already gone
     /// is not an error. A container frozen by the fast path or paused in Docker is thawed first:
     /// a frozen process cannot act on SIGTERM, and the grace would be wasted.
+    #[tracing::instrument(name = "manager.container.stop_and_remove", skip_all)]
     pub async fn stop_and_remove(
         &self,
         docker_id: &str,

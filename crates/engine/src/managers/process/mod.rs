@@ -33,6 +33,7 @@ impl ProcessManager {
 
     /// Creates the object's cgroup, applies its resources and starts the command in it. On any
     /// failure, removes what it made: a failed create leaves nothing behind.
+    #[tracing::instrument(name = "manager.process.create", skip_all)]
     pub fn create(&self, id: &str, spec: &ObjectSpec) -> Result<(CgroupRef, Spawned), ApiError> {
         let cg = CgroupRef::Owned(id.to_string());
         self.cgroups.create(&cg).map_err(cgroup_error)?;

@@ -1,0 +1,406 @@
+//! The durable state store: one redb file, `<state-dir>/state.redb`.
+//!
+//! It keeps what the agent must know again after a restart: every object (spec, status, pid and
+//! the pid's start time, container id, push subscriptions, exit info), the create requests seen
+//! (`request_id` → object id), and the event log with its sequence number. Samples are not kept
+//! here: sinks and their spools own those.
+//!
+//! redb commits are copy-on-write with a checksummed commit slot, so a crash (or `kill -9`) in
+//! the middle of a write leaves the previous commit intact. A file redb cannot open is an error
+//! that names the file; the agent never resets the store by itself.
+
+use nodeagent_types::{Event, Object};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
+const REQUESTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("requests");
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// The file name of the store in the state dir.
+pub const FILE: &str = "state.redb";
+const SCHEMA_VERSION: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the state store {path} cannot be opened: {message}. The agent does not reset it: \
+         move the file aside to start with an empty state (the workloads it recorded will no \
+         longer be managed), or restore it from a backup"
+    )]
+    Open { path: PathBuf, message: String },
+    #[error("the state store {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error(
+        "the state store {path} has schema version {found}; this agent knows version \
+         {SCHEMA_VERSION}"
+    )]
+    Schema { path: PathBuf, found: u64 },
+}
+
+/// What the store keeps of one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub object: Object,
+    /// The start time (clock ticks after boot, `/proc/<pid>/stat` field 22) of `object.pid`:
+    /// with the pid, it identifies the process, so a recycled pid is never adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+}
+
+/// A create request seen before: the object it made, and the spec it carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub object_id: String,
+    pub spec: serde_json::Value,
+}
+
+/// What [`Store::load`] finds.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub records: Vec<Record>,
+    pub events: Vec<Event>,
+    /// The last event sequence number ever used.
+    pub last_seq: u64,
+}
+
+/// One batch of changes, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub put: Vec<Record>,
+    pub delete: Vec<String>,
+    pub requests: Vec<(String, RequestRecord)>,
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty()
+            && self.delete.is_empty()
+            && self.requests.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    /// Events kept on disk; the oldest are trimmed past it.
+    event_cap: usize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. Corruption or an unreadable file is an error
+    /// naming the file, never a reset.
+    pub fn open(dir: &Path, event_cap: usize) -> Result<Store, StoreError> {
+        let path = dir.join(FILE);
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let db = if path.exists() {
+            // Refuse to "repair" anything silently: redb's repair rebuilds allocator state only,
+            // but a file that is not a redb file at all must stop start-up.
+            Database::builder()
+                .set_repair_callback(|_| {})
+                .open(&path)
+                .map_err(|e| open_err(&e))?
+        } else {
+            Database::create(&path).map_err(|e| open_err(&e))?
+        };
+        let s = Store {
+            db,
+            path: path.clone(),
+            event_cap: event_cap.max(1),
+        };
+        // Create the tables and check the schema version.
+        let tx = s.db.begin_write().map_err(|e| open_err(&e))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| open_err(&e))?;
+            let found = meta
+                .get("schema")
+                .map_err(|e| open_err(&e))?
+                .map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION)
+                        .map_err(|e| open_err(&e))?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => return Err(StoreError::Schema { path, found }),
+            }
+            tx.open_table(OBJECTS).map_err(|e| open_err(&e))?;
+            tx.open_table(REQUESTS).map_err(|e| open_err(&e))?;
+            tx.open_table(EVENTS).map_err(|e| open_err(&e))?;
+        }
+        tx.commit().map_err(|e| open_err(&e))?;
+        Ok(s)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Everything the store holds. A record that does not decode is an error naming its key.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let mut out = Loaded::default();
+        let objects = tx.open_table(OBJECTS).map_err(|e| self.io(e))?;
+        for row in objects.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let rec: Record = serde_json::from_slice(v.value()).map_err(|e| StoreError::Open {
+                path: self.path.clone(),
+                message: format!("object {:?} does not decode: {e}", k.value()),
+            })?;
+            out.records.push(rec);
+        }
+        let events = tx.open_table(EVENTS).map_err(|e| self.io(e))?;
+        for row in events.iter().map_err(|e| self.io(e))? {
+            let (_, v) = row.map_err(|e| self.io(e))?;
+            if let Ok(ev) = serde_json::from_slice::<Event>(v.value()) {
+                out.events.push(ev);
+            }
+        }
+        let meta = tx.open_table(META).map_err(|e| self.io(e))?;
+        let get = |k: &str| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(k)
+                .map_err(|e| self.io(e))?
+                .map_or(0, |v| v.value()))
+        };
+        out.last_seq = get("event_seq")?.max(get("event_reserved")?);
+        if let Some(last) = out.events.last() {
+            out.last_seq = out.last_seq.max(last.seq);
+        }
+        Ok(out)
+    }
+
+    /// Records that event sequence numbers up to `upto` may be in use (synced): the next start
+    /// numbers after it. A clean stop writes the last number actually used.
+    pub fn reserve_events(&self, upto: u64) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        tx.set_durability(Durability::Immediate);
+        {
+            let mut meta = tx.open_table(META).map_err(|e| self.io(e))?;
+            meta.insert("event_reserved", upto)
+                .map_err(|e| self.io(e))?;
+        }
+        tx.commit().map_err(|e| self.io(e))
+    }
+
+    /// The request recorded under `request_id`, if any.
+    pub fn request(&self, request_id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let t = tx.open_table(REQUESTS).map_err(|e| self.io(e))?;
+        let v = t.get(request_id).map_err(|e| self.io(e))?;
+        Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
+    }
+
+    /// Writes a batch in one transaction. `immediate`: fsync before returning (creates and
+    /// deletes); otherwise the commit is durable once a later immediate commit is made, and a
+    /// crash loses at most the unsynced commits, never the file.
+    pub fn write(&self, batch: &Batch, immediate: bool) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        tx.set_durability(if immediate {
+            Durability::Immediate
+        } else {
+            Durability::Eventual
+        });
+        {
+            let mut objects = tx.open_table(OBJECTS).map_err(|e| self.io(e))?;
+            for r in &batch.put {
+                let v = serde_json::to_vec(r).map_err(|e| self.io(e))?;
+                objects
+                    .insert(r.object.id.as_str(), v.as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
+            for id in &batch.delete {
+                objects.remove(id.as_str()).map_err(|e| self.io(e))?;
+            }
+            let mut requests = tx.open_table(REQUESTS).map_err(|e| self.io(e))?;
+            for (rid, r) in &batch.requests {
+                let v = serde_json::to_vec(r).map_err(|e| self.io(e))?;
+                requests
+                    .insert(rid.as_str(), v.as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
+            if !batch.events.is_empty() {
+                let mut events = tx.open_table(EVENTS).map_err(|e| self.io(e))?;
+                let mut last = 0;
+                for ev in &batch.events {
+                    let v = serde_json::to_vec(ev).map_err(|e| self.io(e))?;
+                    events
+                        .insert(ev.seq, v.as_slice())
+                        .map_err(|e| self.io(e))?;
+                    last = last.max(ev.seq);
+                }
+                let len = events.len().map_err(|e| self.io(e))? as usize;
+                if len > self.event_cap {
+                    let excess = len - self.event_cap;
+                    let old: Vec<u64> = events
+                        .iter()
+                        .map_err(|e| self.io(e))?
+                        .take(excess)
+                        .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+                        .collect();
+                    for k in old {
+                        events.remove(k).map_err(|e| self.io(e))?;
+                    }
+                }
+                let mut meta = tx.open_table(META).map_err(|e| self.io(e))?;
+                let prev = meta
+                    .get("event_seq")
+                    .map_err(|e| self.io(e))?
+                    .map_or(0, |v| v.value());
+                meta.insert("event_seq", prev.max(last))
+                    .map_err(|e| self.io(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.io(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use nodeagent_types::{EventKind, Kind, ObjectSpec, Status, Timestamp};
+
+    fn obj(id: &str) -> Object {
+        let spec: ObjectSpec = serde_json::from_value(serde_json::json!({
+            "name": id, "kind": "process", "process": {"command": ["/bin/true"]}
+        }))
+        .unwrap();
+        assert_eq!(spec.kind, Kind::Process);
+        Object::new(id.into(), spec, Status::Running)
+    }
+
+    fn ev(seq: u64) -> Event {
+        Event {
+            seq,
+            ts: Timestamp::now(),
+            kind: EventKind::Created,
+            object_id: None,
+            name: None,
+            message: String::new(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path(), 3).unwrap();
+            let batch = Batch {
+                put: vec![
+                    Record {
+                        object: obj("a"),
+                        pid_start: Some(42),
+                    },
+                    Record {
+                        object: obj("b"),
+                        pid_start: None,
+                    },
+                ],
+                requests: vec![(
+                    "r1".into(),
+                    RequestRecord {
+                        object_id: "a".into(),
+                        spec: serde_json::json!({}),
+                    },
+                )],
+                events: (1..=5).map(ev).collect(),
+                ..Default::default()
+            };
+            s.write(&batch, true).unwrap();
+            s.write(
+                &Batch {
+                    delete: vec!["b".into()],
+                    ..Default::default()
+                },
+                false,
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path(), 3).unwrap();
+        let l = s.load().unwrap();
+        assert_eq!(l.records.len(), 1);
+        assert_eq!(l.records[0].object.id, "a");
+        assert_eq!(l.records[0].pid_start, Some(42));
+        // Bounded: only the newest 3 events stay, but the sequence number is remembered.
+        assert_eq!(
+            l.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert_eq!(l.last_seq, 5);
+        assert_eq!(s.request("r1").unwrap().unwrap().object_id, "a");
+        assert!(s.request("r2").unwrap().is_none());
+        // A reservation (taken while running) wins over the last event written...
+        s.reserve_events(10_005).unwrap();
+        assert_eq!(s.load().unwrap().last_seq, 10_005);
+        // ...until a clean stop resets it.
+        s.reserve_events(5).unwrap();
+        assert_eq!(s.load().unwrap().last_seq, 5);
+    }
+
+    #[test]
+    fn garbage_is_refused_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
+        let err = Store::open(dir.path(), 10).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("does not reset"), "{err}");
+        // The file is left as it was.
+        assert_eq!(std::fs::read(&path).unwrap(), vec![0x5au8; 8192]);
+    }
+
+    /// Commit latency, printed for the notes (`cargo test -p nodeagent-core commit_latency --
+    /// --nocapture`); the bound only catches a pathological regression.
+    #[test]
+    fn commit_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 1000).unwrap();
+        for immediate in [true, false] {
+            let n = 50;
+            let t = std::time::Instant::now();
+            for i in 0..n {
+                let mut o = obj("a");
+                o.restarts = i;
+                s.write(
+                    &Batch {
+                        put: vec![Record {
+                            object: o,
+                            pid_start: Some(1),
+                        }],
+                        ..Default::default()
+                    },
+                    immediate,
+                )
+                .unwrap();
+            }
+            let per = t.elapsed() / n;
+            eprintln!("store commit (immediate={immediate}): {per:?} each");
+            assert!(per < std::time::Duration::from_secs(1));
+        }
+    }
+}
