@@ -88,6 +88,17 @@ pub(crate) enum Cmd {
     },
 }
 
+impl Cmd {
+    /// Whether the command may change what the store keeps (objects, requests, events).
+    fn writes(&self) -> bool {
+        match self {
+            Cmd::Get { .. } | Cmd::List { .. } | Cmd::Host { .. } => false,
+            Cmd::Traced { cmd, .. } => cmd.writes(),
+            _ => true,
+        }
+    }
+}
+
 /// Timers the loop sets for itself.
 enum Internal {
     Restart(String),
@@ -387,7 +398,15 @@ impl Agent {
                 .any(|e| e.deleting.is_some() && !Self::is_container(e));
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(cmd) = self.rx.recv() => self.handle(cmd),
+                Some(cmd) = self.rx.recv() => {
+                    let writes = cmd.writes();
+                    self.handle(cmd);
+                    if !writes {
+                        // Reads change nothing to persist; skipping the store's diff keeps
+                        // GETs O(1) with thousands of objects.
+                        continue;
+                    }
+                }
                 Some(i) = self.internal_rx.recv() => self.internal(i),
                 Some(()) = async { match sigchld.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => self.reap(),
                 _ = tick.tick() => { self.reap(); self.check_foreign(); self.check_adopted(); }
