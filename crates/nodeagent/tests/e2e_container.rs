@@ -10,39 +10,15 @@
 
 mod common;
 
-use common::{eventually, random_suffix, read_trim, require_cgroup_v1, Daemon, Opts};
+use common::{
+    docker, eventually, random_suffix, read_trim, require_cgroup_v1, require_docker, Daemon, Opts,
+};
 use nodeagent_types::Sample;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const IMAGE: &str = "busybox:local";
-
-/// Fails the test (never skips it) unless a Docker engine answers and the test image exists.
-fn require_docker() {
-    require_cgroup_v1();
-    let out = Command::new("docker")
-        .args(["version", "--format", "{{.Server.APIVersion}}"])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "no Docker engine answers on /var/run/docker.sock ({}): start dockerd (Debian's \
-             docker.io), or run scripts/test.sh, which installs and starts it",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => panic!(
-            "the docker CLI is missing ({e}): apt-get install docker.io, or run scripts/test.sh"
-        ),
-    }
-    let img = docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]);
-    assert!(
-        img.status.success(),
-        "the test image {IMAGE} is missing: scripts/test.sh builds it FROM scratch with \
-         busybox-static"
-    );
-}
+use common::TEST_IMAGE as IMAGE;
 
 /// A daemon for these tests: the default Docker socket, and a 1 s stop grace so that deleting
 /// a `sleep` (which ignores SIGTERM as pid 1) takes 1 s, not 5.
@@ -51,10 +27,6 @@ fn daemon() -> Daemon {
         args: vec!["--stop-grace".into(), "1s".into()],
         ..Opts::default()
     })
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker").args(args).output().unwrap()
 }
 
 /// `docker inspect --format F X`, trimmed; None when there is no such container.

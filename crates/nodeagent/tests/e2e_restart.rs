@@ -6,11 +6,13 @@
 
 mod common;
 
-use common::{cgroup_dir, eventually, read_trim, require_cgroup_v1, sleep_spec, Daemon, Opts};
+use common::{
+    cgroup_dir, docker, eventually, read_trim, require_cgroup_v1, require_docker, sleep_spec,
+    Daemon, Opts,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A second daemon on the same state dir and cgroup parent as `d` (which must be stopped).
@@ -61,10 +63,6 @@ fn report_lines(path: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker").args(args).output().unwrap()
-}
-
 /// Removes the test's containers (by label) when dropped.
 struct Containers(String);
 impl Drop for Containers {
@@ -87,7 +85,7 @@ impl Drop for Containers {
 /// with an event; SIGTERM then stops the agent within 2 s with every sample in the file.
 #[test]
 fn kill9_restart_readopts_everything() {
-    require_cgroup_v1();
+    require_docker();
     let run = common::random_suffix();
     let _cleanup = Containers(run.clone());
     let mut d = Daemon::start_with(Opts {
@@ -387,7 +385,7 @@ fn stop_workloads_on_shutdown() {
 /// that exited meanwhile is `exited` with Docker's exit code.
 #[test]
 fn containers_gone_while_down() {
-    require_cgroup_v1();
+    require_docker();
     let run = common::random_suffix();
     let _cleanup = Containers(run.clone());
     let mut d = Daemon::start_with(Opts {

@@ -73,6 +73,22 @@ fn no_query(raw: Option<&str>) -> Result<(), ApiError> {
     Query::parse(raw, &[]).map(|_| ())
 }
 
+/// The common front of the routes that act on one object with a JSON body (push-on, push-off,
+/// push-once): the key, no query, a JSON content type, and the body under the size cap.
+fn object_body(
+    api: &Api,
+    note: &AuditNote,
+    path: Result<Path<String>, PathRejection>,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, Bytes), HttpError> {
+    let key = key_of(note, path)?;
+    no_query(raw)?;
+    require_json(headers)?;
+    Ok((key, body_bytes(api, body)?))
+}
+
 /// Where a created object can be fetched.
 fn location(id: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("/v1/objects/{id}")).ok()
@@ -182,10 +198,8 @@ pub async fn push_on(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
-    let key = key_of(&note, path)?;
-    no_query(raw.as_deref())?;
-    require_json(&headers)?;
-    let b = request::parse_push_on(&body_bytes(&api, body)?)?;
+    let (key, bytes) = object_body(&api, &note, path, raw.as_deref(), &headers, body)?;
+    let b = request::parse_push_on(&bytes)?;
     let ack = api.core.push_on(&key, &b.sink, b.interval).await?;
     note.id(&ack.id);
     Ok(Json(ack).into_response())
@@ -200,10 +214,8 @@ pub async fn push_off(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
-    let key = key_of(&note, path)?;
-    no_query(raw.as_deref())?;
-    require_json(&headers)?;
-    let b = request::parse_sink_body(&body_bytes(&api, body)?)?;
+    let (key, bytes) = object_body(&api, &note, path, raw.as_deref(), &headers, body)?;
+    let b = request::parse_sink_body(&bytes)?;
     let ack = api.core.push_off(&key, &b.sink).await?;
     note.id(&ack.id);
     Ok(Json(ack).into_response())
@@ -218,10 +230,8 @@ pub async fn push_once(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
-    let key = key_of(&note, path)?;
-    no_query(raw.as_deref())?;
-    require_json(&headers)?;
-    let b = request::parse_sink_body(&body_bytes(&api, body)?)?;
+    let (key, bytes) = object_body(&api, &note, path, raw.as_deref(), &headers, body)?;
+    let b = request::parse_sink_body(&bytes)?;
     let ack = api.core.push_once(&key, &b.sink).await?;
     note.id(&ack.id);
     Ok(Json(ack).into_response())

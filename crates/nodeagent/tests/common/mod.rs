@@ -569,3 +569,36 @@ pub fn sleep_spec(name: &str, cpu: f64, memory: &str) -> Value {
         "collect": {"interval": "100ms"},
     })
 }
+
+/// The test image scripts/test.sh builds FROM scratch with busybox-static.
+pub const TEST_IMAGE: &str = "busybox:local";
+
+/// The docker CLI; a missing CLI fails the test.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+/// Fails the test (never skips it) unless a Docker engine answers and the test image exists.
+pub fn require_docker() {
+    require_cgroup_v1();
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.APIVersion}}"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "no Docker engine answers on /var/run/docker.sock ({}): start dockerd (Debian's \
+             docker.io), or run scripts/test.sh, which installs and starts it",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "the docker CLI is missing ({e}): apt-get install docker.io, or run scripts/test.sh"
+        ),
+    }
+    let img = docker(&["image", "inspect", "--format", "{{.Id}}", TEST_IMAGE]);
+    assert!(
+        img.status.success(),
+        "the test image {TEST_IMAGE} is missing: scripts/test.sh builds it FROM scratch with \
+         busybox-static"
+    );
+}
