@@ -1,6 +1,7 @@
 //! The event loop and the object registry it owns.
 
 mod container;
+mod objects;
 mod restore;
 
 use crate::handle::{AgentHandle, Created, HostInfo, PushAck, Shared};
@@ -153,12 +154,15 @@ pub struct Agent {
     watcher: Option<tokio::task::JoinHandle<()>>,
     collector: Collector,
     sinks: BTreeMap<String, Arc<SinkHandle>>,
-    objects: HashMap<String, Entry>,
+    objects: objects::Objects,
     names: HashMap<String, String>,
     started_at: Timestamp,
     /// The durable store, and what it holds of each object (to write only what changed).
-    store: Store,
-    persisted: HashMap<String, Record>,
+    store: Arc<Store>,
+    /// Commits the store's batches off the loop.
+    writer: crate::store::Writer,
+    /// A hash of the bytes last written for each object.
+    persisted: HashMap<String, u64>,
     /// The last event sequence number written to the store.
     events_persisted: u64,
     /// Start times of the process pids (`/proc/<pid>/stat` field 22), by object id.
@@ -194,7 +198,7 @@ impl Agent {
             None => Parent::Own,
         };
         let cgroups = Arc::new(Cgroups::detect(&cfg.cgroup_root, &cfg.proc_root, parent)?);
-        let store = Store::open(sd, cfg.event_log_size)?;
+        let store = Arc::new(Store::open(sd, cfg.event_log_size)?);
         let t0 = Instant::now();
         let loaded = store.load()?;
         let events = Arc::new(EventLog::new(cfg.event_log_size));
@@ -278,9 +282,11 @@ impl Agent {
             watcher: None,
             collector,
             sinks: sink_map,
-            objects: HashMap::new(),
+            objects: objects::Objects::default(),
             names: HashMap::new(),
             started_at: Timestamp::now(),
+            writer: crate::store::Writer::start(store.clone())
+                .map_err(|e| CoreError::Thread("store writer", e))?,
             store,
             persisted: HashMap::new(),
             events_persisted,
@@ -293,7 +299,10 @@ impl Agent {
         agent.add_host();
         let n = loaded.records.len();
         for rec in loaded.records {
-            agent.persisted.insert(rec.object.id.clone(), rec.clone());
+            agent.persisted.insert(
+                rec.object.id.clone(),
+                restore::hash_bytes(&Record::encode(&rec.object, rec.pid_start)),
+            );
             agent.restore(rec);
         }
         agent.persist(true);
@@ -507,7 +516,9 @@ impl Agent {
                 let _ = reply.send(Ok(v));
             }
             Cmd::Update { key, patch, reply } => {
-                let _ = reply.send(self.update(&key, *patch));
+                if let Some((patch, reply)) = self.hold_container_update(&key, *patch, reply) {
+                    let _ = reply.send(self.update(&key, patch));
+                }
             }
             Cmd::Delete {
                 key,
@@ -888,7 +899,7 @@ impl Agent {
     fn progress_deletes(&mut self) {
         let now = Instant::now();
         let mut done = Vec::new();
-        for (id, e) in &mut self.objects {
+        for (id, e) in self.objects.iter_mut_unmarked() {
             let Some(d) = &mut e.deleting else { continue };
             let finished = match (&mut e.work, &e.cg) {
                 (Work::Process { pid, .. }, Some(cg)) => {
@@ -966,7 +977,7 @@ impl Agent {
     /// Reaps exited processes and applies their restart policy.
     fn reap(&mut self) {
         let mut exits = Vec::new();
-        for (id, e) in &self.objects {
+        for (id, e) in self.objects.iter() {
             if let Work::Process { pid: Some(pid), .. } = e.work {
                 if let Some(st) = proc_driver::reap(pid) {
                     exits.push((id.clone(), st));
@@ -1109,7 +1120,7 @@ impl Agent {
     fn check_adopted(&mut self) {
         let mut changed = Vec::new();
         let now = Timestamp::now().as_nanos();
-        for (id, e) in &mut self.objects {
+        for (id, e) in self.objects.iter_mut_unmarked() {
             if e.deleting.is_some() || !e.obj.status.is_live() {
                 continue;
             }
@@ -1150,6 +1161,7 @@ impl Agent {
             changed.push((id.clone(), e.obj.clone(), status, msg));
         }
         for (id, obj, status, msg) in changed {
+            self.objects.mark(&id);
             self.collector.send(Command::Remove { id });
             let k = if status == Status::Lost {
                 EventKind::Lost

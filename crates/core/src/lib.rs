@@ -36,4 +36,6 @@ pub enum CoreError {
     Store(#[from] store::StoreError),
     #[error("collector thread: {0}")]
     Collector(std::io::Error),
+    #[error("starting the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
 }

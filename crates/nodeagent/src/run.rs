@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The agent runs on a fixed, small number of threads however many objects it has (DESIGN.md
 /// §3); sampling has its own thread inside the core.
@@ -35,6 +35,10 @@ const WORKER_THREADS: usize = 2;
 /// state before it drains the sinks, and network sinks get 1 s of that to deliver; what they
 /// hold stays in their spool.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1700);
+
+/// The open-file limit the agent asks for: 10,000 objects at about 8 open files each, and room
+/// for connections, with margin.
+const NOFILE_WANT: u64 = 1 << 18;
 
 pub fn main(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<()> {
     let cfg = Config::load(
@@ -80,6 +84,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         "starting"
     );
     let mut signals = Signals::install()?;
+    match nodeagent_drivers::process::raise_nofile_limit(NOFILE_WANT) {
+        Ok(l) if l.now.0 < NOFILE_WANT => warn!(
+            before = ?l.before,
+            now = ?l.now,
+            "the open-file limit could not be raised to {NOFILE_WANT}; each sampled object keeps about 8 files open, so about {} objects fit (raise LimitNOFILE)",
+            l.now.0 / 8
+        ),
+        Ok(l) => debug!(before = ?l.before, now = ?l.now, "open-file limit raised"),
+        Err(e) => warn!(error = %e, "reading the open-file limit"),
+    }
     create_state_dir(&cfg.state_dir)?;
     security::check_state_dir(&cfg.state_dir)?;
     let token = match cfg.auth {

@@ -394,3 +394,47 @@ fn second_signal_exits_at_once() {
     assert!(d.log().contains("second signal"), "{}", d.log());
     drop(s);
 }
+
+/// Soft and hard "Max open files" of a process, from `/proc/<pid>/limits`.
+fn nofile(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].to_string(), f[4].to_string())
+}
+
+/// The agent raises its own open-file limit (it keeps ~8 counter files open per object), and
+/// the workloads it spawns get the limit it was started with.
+#[test]
+fn open_file_limit_raised_for_the_agent_not_its_workloads() {
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let own = nofile(std::process::id());
+    let (soft, _) = nofile(d.pid());
+    let soft: u64 = soft.parse().unwrap();
+    assert!(
+        soft >= 1 << 18 || own.1 != "unlimited" && soft >= own.1.parse::<u64>().unwrap(),
+        "the agent's soft limit {soft} was not raised (ours: {own:?})"
+    );
+    let (status, obj) = d.http(
+        "POST",
+        "/v1/objects?wait=true",
+        Some(&serde_json::json!({
+            "name": "nofile", "kind": "process",
+            "process": {"command": ["/bin/sleep", "600"]}
+        })),
+    );
+    assert_eq!(status, 201, "{obj}");
+    let pid = obj["pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        nofile(pid),
+        own,
+        "the workload's limit is the agent's original one"
+    );
+    let (status, _) = d.http("DELETE", "/v1/objects/nofile?wait=true", None);
+    assert_eq!(status, 200);
+}

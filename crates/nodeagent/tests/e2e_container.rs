@@ -435,9 +435,13 @@ fn every_limit_fast_path_then_docker() {
     assert_eq!(read_trim(&freezer), "THAWED");
     assert_eq!(get(&d, &id)["status"], "running");
 
-    // A burst of PATCHes while syncs are in flight: the cgroup has each value at once, and
-    // Docker ends with the last.
+    // A burst of PATCHes while syncs are in flight: the cgroup has each value at once (a PATCH
+    // that meets a sync waits for it, or Docker's update could write its older value after the
+    // answer), and Docker ends with the last. The pauses let syncs start mid-burst.
     for i in 1..=20u64 {
+        if i % 3 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(8));
+        }
         let cpu = 0.1 * i as f64;
         let (status, _) = d.http(
             "PATCH",

@@ -10,6 +10,7 @@ use nodeagent_engine::managers::cgroup::Adopted;
 use nodeagent_engine::Series;
 use nodeagent_types::{EventKind, Kind, Object, RestartPolicy, Status, Timestamp, HOST_ID};
 use serde_json::json;
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 /// Event sequence numbers are reserved in the store this many at a time...
@@ -28,17 +29,26 @@ impl Agent {
         Ok(())
     }
 
-    /// Writes what changed since the last call: objects, deletions and new events, in one
-    /// transaction. `immediate` (or any object created or deleted) syncs it to disk.
+    /// Writes what changed since the last call (the objects marked dirty, deletions, new
+    /// events and request ids) as one batch on the store's writer thread. `immediate` (or any
+    /// object created or deleted, or request id recorded) waits until it is synced to disk.
     pub(super) fn persist(&mut self, immediate: bool) {
         let mut batch = Batch::default();
         let mut new_object = false;
-        for (id, e) in &self.objects {
+        for id in self.objects.take_dirty() {
             if id == HOST_ID {
                 continue;
             }
+            let Some(e) = self.objects.get(&id) else {
+                if self.persisted.remove(&id).is_some() {
+                    self.pid_starts.remove(&id);
+                    self.foreign.remove(&id);
+                    batch.delete.push(id);
+                }
+                continue;
+            };
             let pid_start = match (e.obj.kind, e.obj.pid) {
-                (Kind::Process, Some(pid)) => match self.pid_starts.get(id) {
+                (Kind::Process, Some(pid)) => match self.pid_starts.get(&id) {
                     Some(&(p, st)) if p == pid => Some(st),
                     _ => {
                         let st = self.procfs.stat(pid).ok().map(|s| s.start_time);
@@ -50,24 +60,14 @@ impl Agent {
                 },
                 _ => None,
             };
-            let changed = match self.persisted.get(id) {
-                Some(r) => r.object != e.obj || r.pid_start != pid_start,
-                None => {
-                    new_object = true;
-                    true
-                }
-            };
-            if changed {
-                batch.put.push(Record {
-                    object: e.obj.clone(),
-                    pid_start,
-                });
+            let bytes = Record::encode(&e.obj, pid_start);
+            let hash = hash_bytes(&bytes);
+            match self.persisted.insert(id.clone(), hash) {
+                Some(old) if old == hash => continue,
+                Some(_) => {}
+                None => new_object = true,
             }
-        }
-        for id in self.persisted.keys() {
-            if !self.objects.contains_key(id) {
-                batch.delete.push(id.clone());
-            }
+            batch.put.push((id, bytes));
         }
         if self.shared.events.next_seq() + SEQ_MARGIN > self.events_reserved {
             if let Err(e) = self.reserve_seqs() {
@@ -77,29 +77,18 @@ impl Agent {
         batch.events = self.shared.events.since(Some(self.events_persisted));
         batch.requests = std::mem::take(&mut self.pending_requests);
         let new_object = new_object || !batch.requests.is_empty();
-        if batch.is_empty() {
-            return;
+        if let Some(last) = batch.events.last() {
+            self.events_persisted = last.seq;
         }
         let immediate = immediate || new_object || !batch.delete.is_empty();
-        match self.store.write(&batch, immediate) {
-            Ok(()) => {
-                for id in &batch.delete {
-                    self.persisted.remove(id);
-                    self.pid_starts.remove(id);
-                    self.foreign.remove(id);
-                }
-                for r in batch.put {
-                    self.persisted.insert(r.object.id.clone(), r);
-                }
-                if let Some(last) = batch.events.last() {
-                    self.events_persisted = last.seq;
-                }
+        if !immediate {
+            if !batch.is_empty() {
+                self.writer.submit(batch);
             }
-            Err(e) => {
-                self.pending_requests = batch.requests;
-                tracing::error!(error = %e, "writing the state store; will retry")
-            }
+            return;
         }
+        // The writer keeps a failed batch and retries it; the error is logged there.
+        let _ = self.writer.write_sync(batch);
     }
 
     /// Takes one stored object back into the registry and reconciles it with what runs.
@@ -443,4 +432,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// What [`Agent::persist`] remembers of an object's stored bytes, to skip rewriting it.
+pub(super) fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
 }

@@ -14,6 +14,9 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefi
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub mod writer;
+pub use writer::Writer;
+
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
 const REQUESTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("requests");
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
@@ -23,7 +26,7 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 pub const FILE: &str = "state.redb";
 const SCHEMA_VERSION: u64 = 1;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error(
         "the state store {path} cannot be opened: {message}. The agent does not reset it: \
@@ -50,6 +53,23 @@ pub struct Record {
     pub pid_start: Option<u64>,
 }
 
+/// The stored form of a [`Record`], built from borrowed parts so that the loop encodes an
+/// object without cloning it.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    object: &'a Object,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid_start: Option<u64>,
+}
+
+impl Record {
+    /// The bytes the store keeps for an object.
+    pub fn encode(object: &Object, pid_start: Option<u64>) -> Vec<u8> {
+        // Serializing plain data to a Vec cannot fail; an empty value would be refused by load.
+        serde_json::to_vec(&RecordRef { object, pid_start }).unwrap_or_default()
+    }
+}
+
 /// A create request seen before: the object it made, and the spec it carried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
@@ -69,13 +89,40 @@ pub struct Loaded {
 /// One batch of changes, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub put: Vec<Record>,
+    /// Object id → its [`Record::encode`]d bytes.
+    pub put: Vec<(String, Vec<u8>)>,
     pub delete: Vec<String>,
     pub requests: Vec<(String, RequestRecord)>,
     pub events: Vec<Event>,
 }
 
 impl Batch {
+    /// Adds a record.
+    pub fn put_record(&mut self, r: &Record) {
+        self.put
+            .push((r.object.id.clone(), Record::encode(&r.object, r.pid_start)));
+    }
+
+    /// Folds a later batch into this one, as if both were written in order: a later put or
+    /// delete of the same id replaces the earlier one.
+    pub fn absorb(&mut self, later: Batch) {
+        for (id, v) in later.put {
+            self.delete.retain(|d| *d != id);
+            match self.put.iter_mut().find(|(k, _)| *k == id) {
+                Some(slot) => slot.1 = v,
+                None => self.put.push((id, v)),
+            }
+        }
+        for id in later.delete {
+            self.put.retain(|(k, _)| *k != id);
+            if !self.delete.contains(&id) {
+                self.delete.push(id);
+            }
+        }
+        self.requests.extend(later.requests);
+        self.events.extend(later.events);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.put.is_empty()
             && self.delete.is_empty()
@@ -226,10 +273,9 @@ impl Store {
         });
         {
             let mut objects = tx.open_table(OBJECTS).map_err(|e| self.io(e))?;
-            for r in &batch.put {
-                let v = serde_json::to_vec(r).map_err(|e| self.io(e))?;
+            for (id, v) in &batch.put {
                 objects
-                    .insert(r.object.id.as_str(), v.as_slice())
+                    .insert(id.as_str(), v.as_slice())
                     .map_err(|e| self.io(e))?;
             }
             for id in &batch.delete {
@@ -310,17 +356,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path(), 3).unwrap();
-            let batch = Batch {
-                put: vec![
-                    Record {
-                        object: obj("a"),
-                        pid_start: Some(42),
-                    },
-                    Record {
-                        object: obj("b"),
-                        pid_start: None,
-                    },
-                ],
+            let mut batch = Batch {
                 requests: vec![(
                     "r1".into(),
                     RequestRecord {
@@ -331,6 +367,14 @@ mod tests {
                 events: (1..=5).map(ev).collect(),
                 ..Default::default()
             };
+            batch.put_record(&Record {
+                object: obj("a"),
+                pid_start: Some(42),
+            });
+            batch.put_record(&Record {
+                object: obj("b"),
+                pid_start: None,
+            });
             s.write(&batch, true).unwrap();
             s.write(
                 &Batch {
@@ -386,17 +430,12 @@ mod tests {
             for i in 0..n {
                 let mut o = obj("a");
                 o.restarts = i;
-                s.write(
-                    &Batch {
-                        put: vec![Record {
-                            object: o,
-                            pid_start: Some(1),
-                        }],
-                        ..Default::default()
-                    },
-                    immediate,
-                )
-                .unwrap();
+                let mut b = Batch::default();
+                b.put_record(&Record {
+                    object: o,
+                    pid_start: Some(1),
+                });
+                s.write(&b, immediate).unwrap();
             }
             let per = t.elapsed() / n;
             eprintln!("store commit (immediate={immediate}): {per:?} each");

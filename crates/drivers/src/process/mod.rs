@@ -15,6 +15,73 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The open-file limit the agent was started with, restored in every child it spawns (see
+/// [`raise_nofile_limit`]); unset until that runs.
+static CHILD_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// What [`raise_nofile_limit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    /// Soft and hard limits before.
+    pub before: (u64, u64),
+    /// Soft and hard limits now.
+    pub now: (u64, u64),
+}
+
+/// The agent keeps each sampled counter file open (about 8 per cgroup object, so that a
+/// sample is one `pread` per file and no path walk), which at 10,000 objects is 80,000
+/// descriptors: far over the usual soft limit of 1,024 and the 20,000 hard limit seen on some
+/// hosts. This raises the soft limit to `want`, and the hard limit with it where the process
+/// may (root, up to `fs.nr_open`); otherwise the soft limit goes as high as the hard one.
+/// Workloads the agent spawns afterwards get the limits the agent started with, not these.
+pub fn raise_nofile_limit(want: u64) -> io::Result<NofileLimit> {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let _ = CHILD_NOFILE.set(cur);
+    let before = (cur.rlim_cur, cur.rlim_max);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let target = want.min(nr_open);
+    if cur.rlim_cur >= target {
+        return Ok(NofileLimit {
+            before,
+            now: before,
+        });
+    }
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: cur.rlim_max.max(target),
+    };
+    // SAFETY: setrlimit reads the struct passed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return Ok(NofileLimit {
+            before,
+            now: (raised.rlim_cur, raised.rlim_max),
+        });
+    }
+    // Not allowed to raise the hard limit: take the soft one up to it.
+    let capped = libc::rlimit {
+        rlim_cur: target.min(cur.rlim_max),
+        rlim_max: cur.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NofileLimit {
+        before,
+        now: (capped.rlim_cur, capped.rlim_max),
+    })
+}
+
 /// The `PATH` a child gets, and programs are looked up in, when the spec does not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -126,16 +193,17 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<u32, SpawnError> {
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    let nofile = CHILD_NOFILE.get().copied();
     let hook = move || {
         // SAFETY: runs in the child during the `spawn` below, while `stage` and `procs_files`
         // are alive.
-        unsafe { child_setup(slot, &fds) }
+        unsafe { child_setup(slot, &fds, nofile.as_ref()) }
     };
     // SAFETY: the closure runs in the child between `fork` and `exec`. The parent may have many
     // threads, and in the child only the forking one exists: a lock another thread held (the
     // allocator's, stdio's) stays locked forever, so the closure must neither allocate nor lock,
-    // and may only make async-signal-safe calls. `child_setup` calls only `setsid(2)` and
-    // `write(2)` on raw fds that were opened in the parent and stay open until `spawn` returns
+    // and may only make async-signal-safe calls. `child_setup` calls only `setsid(2)`,
+    // `setrlimit(2)` with a value copied before the fork, and `write(2)` on raw fds that were opened in the parent and stay open until `spawn` returns
     // (`procs_files`), iterates a Vec built before the fork (no allocation), and stores to a
     // shared mapping made before the fork (`stage`, alive until after `spawn` returns; an atomic
     // store). Its errors are `io::Error::last_os_error()` / `from_raw_os_error`, which hold only
@@ -161,7 +229,17 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<u32, SpawnError> {
 /// # Safety
 /// Must only run in the forked child inside `Command::spawn`, while the [`SharedStage`] behind
 /// `slot` and the files behind `fds` are alive. It neither allocates nor locks.
-unsafe fn child_setup(slot: stage::StageSlot, fds: &[RawFd]) -> io::Result<()> {
+unsafe fn child_setup(
+    slot: stage::StageSlot,
+    fds: &[RawFd],
+    nofile: Option<&libc::rlimit>,
+) -> io::Result<()> {
+    // The agent's raised open-file limit is its own; the workload gets the one it started with.
+    // Lowering a limit always succeeds; a failure is ignored rather than failing the spawn.
+    if let Some(l) = nofile {
+        // SAFETY: setrlimit is async-signal-safe and reads only the struct passed.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, l) };
+    }
     // SAFETY (every `slot.set`): the caller guarantees the mapping is alive.
     unsafe { slot.set(stage::SETSID) };
     // SAFETY: setsid has no preconditions; it fails only for a process group leader, which a
