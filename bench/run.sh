@@ -38,7 +38,8 @@ fi
 python3 bench/run.py "${args[@]}"
 
 if [ $criterion = 1 ]; then
-  { cargo bench -p nodeagent-drivers --bench cgroup_read; cargo bench -p nodeagent-engine --bench encode; } \
+  { cargo bench -p nodeagent-drivers --bench cgroup_read; cargo bench -p nodeagent-core --bench update;
+    cargo bench -p nodeagent-engine --bench series; cargo bench -p nodeagent-engine --bench encode; } \
     2>&1 | tee bench/criterion.raw
   python3 bench/criterion_summary.py bench/criterion.raw > bench/criterion.txt
   rm -f bench/criterion.raw

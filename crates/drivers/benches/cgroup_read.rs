@@ -1,13 +1,19 @@
 //! The sampling and update fast paths of the cgroup drivers:
 //! - `StatReader::read` on a real cgroup v1 cgroup (with a process in it) and on a v2 fixture;
-//! - `apply` of a CPU change (what a PATCH of `resources.cpu` costs).
+//! - `StatReader::sample` (the collector's read: the memory limit file only every 900 ms) on
+//!   the same real v1 cgroup;
+//! - `apply` of a CPU change (what a PATCH of `resources.cpu` costs);
+//! - one host sample from the real `/proc`: `ProcFs::host_stats` (opens every file) and
+//!   `HostReader::read` (the collector's: files kept open), to set beside node_exporter's CPU
+//!   per scrape.
 //!
 //! The v1 benches create `/nodeagent-bench-<pid>/bench` in every hierarchy and remove it after;
 //! they are skipped (with a note) where `/sys/fs/cgroup/cpu` is missing.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, Parent, V1, V2};
-use nodeagent_types::{Resources, Sample};
+use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, Parent, SampleHints, V1, V2};
+use nodeagent_drivers::procfs::ProcFs;
+use nodeagent_types::{HostStats, Resources, Sample};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -131,6 +137,23 @@ fn read_benches(c: &mut Criterion) {
                 black_box(&s);
             })
         });
+        g.bench_function("v1_real_sample", |bn| {
+            bn.iter(|| {
+                r.sample(&mut buf, &mut s, SampleHints::default())
+                    .expect("sample");
+                black_box(&s);
+            })
+        });
+        // In a pass of the collector while no OOM kill happens on the host.
+        let settled = SampleHints {
+            host_oom_kills_settled: Some(0),
+        };
+        g.bench_function("v1_real_sample_oom_settled", |bn| {
+            bn.iter(|| {
+                r.sample(&mut buf, &mut s, settled).expect("sample");
+                black_box(&s);
+            })
+        });
     }
     let (_tmp, cg, leaf) = v2_fixture();
     let mut r = cg.stat_reader(&leaf).expect("stat_reader");
@@ -178,11 +201,32 @@ fn apply_benches(c: &mut Criterion) {
     g.finish();
 }
 
+fn host_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("host_sample");
+    let fs = ProcFs::new("/proc");
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut out = HostStats::default();
+    g.bench_function("host_stats", |bn| {
+        bn.iter(|| {
+            fs.host_stats(&mut buf, &mut out).expect("host_stats");
+            black_box(&out);
+        })
+    });
+    let mut reader = fs.host_reader();
+    g.bench_function("host_reader", |bn| {
+        bn.iter(|| {
+            reader.read(&mut buf, &mut out).expect("host_reader");
+            black_box(&out);
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = read_benches, apply_benches
+    targets = read_benches, apply_benches, host_benches
 }
 criterion_main!(benches);

@@ -71,7 +71,7 @@ Example:
   type = \"grpc\"                # stdout | file | grpc | nats
   address = \"http://127.0.0.1:7465\"   # https:// with [sink.tls] ca, cert, key, server_name
   batch_size = 1000            # grpc, nats: records per batch at most
-  batch_age = \"5ms\"            # grpc, nats: longest a record waits for its batch
+  batch_age = \"0s\"             # grpc, nats: longest a record waits for its batch (0: none)
   compression = \"gzip\"         # grpc: gzip | none
   heartbeat_interval = \"10s\"   # grpc: lease renewal
   ack_timeout = \"30s\"          # grpc, nats: reconnect when a batch is not acknowledged by then

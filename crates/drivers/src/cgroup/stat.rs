@@ -8,6 +8,22 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Bumped after every memory limit this agent writes ([`note_limit_written`]), so that
+/// [`StatReader::sample`] re-reads the limit at its next sample instead of waiting for
+/// [`LIMIT_MAX_AGE`].
+static LIMIT_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// How long [`StatReader::sample`] keeps a memory limit it read before reading it again. Below
+/// a second, so that objects sampled every second still read it every time.
+pub(crate) const LIMIT_MAX_AGE: Duration = Duration::from_millis(900);
+
+/// Called after writing a memory limit file (`memory.limit_in_bytes`, `memory.max`).
+pub(crate) fn note_limit_written() {
+    LIMIT_EPOCH.fetch_add(1, Ordering::Release);
+}
 
 /// First size the caller's buffer is grown to; every counter file but a many-device blkio/io
 /// file fits.
@@ -113,6 +129,22 @@ impl StatFile {
     }
 }
 
+/// The OOM kill count as [`StatReader::sample`] last read it, with the host's count
+/// ([`crate::procfs::OomWatch::settled`]) that vouched for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CachedOom {
+    host: u64,
+    value: Option<u64>,
+}
+
+/// The memory limit as [`StatReader::sample`] last read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CachedLimit {
+    value: Option<u64>,
+    epoch: u64,
+    at: Instant,
+}
+
 impl StatReader {
     /// Builds a reader from the counter files that exist, taking [`StatReader::first_pid`]'s
     /// pids from `dir/cgroup.procs`. Fails if `dir` (the cgroup) does not exist, so a reader is
@@ -126,10 +158,61 @@ impl StatReader {
             ));
         }
         let procs = OpenFile::open_opt(dir.join("cgroup.procs"))?;
-        Ok(StatReader { files, procs })
+        Ok(StatReader {
+            files,
+            procs,
+            limit: None,
+            oom: None,
+        })
+    }
+
+    /// [`StatReader::read_impl`], reading the memory limit file only when the cached value is
+    /// older than [`LIMIT_MAX_AGE`] or this agent has written a memory limit since.
+    pub(super) fn sample_impl(
+        &mut self,
+        buf: &mut Vec<u8>,
+        out: &mut Sample,
+        hints: super::SampleHints,
+    ) -> Result<()> {
+        let epoch = LIMIT_EPOCH.load(Ordering::Acquire);
+        let now = Instant::now();
+        let limit = self
+            .limit
+            .filter(|c| c.epoch == epoch && now.saturating_duration_since(c.at) < LIMIT_MAX_AGE);
+        let oom = match (self.oom, hints.host_oom_kills_settled) {
+            (Some(c), Some(h)) if c.host == h => Some(c),
+            _ => None,
+        };
+        self.read_files(buf, out, limit.map(|c| c.value), oom.map(|c| c.value))?;
+        if limit.is_none() {
+            self.limit = Some(CachedLimit {
+                value: out.memory_limit_bytes,
+                epoch,
+                at: now,
+            });
+        }
+        if oom.is_none() {
+            self.oom = hints.host_oom_kills_settled.map(|host| CachedOom {
+                host,
+                value: out.oom_kills,
+            });
+        }
+        Ok(())
     }
 
     pub(super) fn read_impl(&mut self, buf: &mut Vec<u8>, out: &mut Sample) -> Result<()> {
+        self.read_files(buf, out, None, None)
+    }
+
+    /// Reads every counter file into `out`, except the memory limit file when `limit` is
+    /// `Some`, and the OOM kill file when `oom` is `Some` (the values to use instead).
+    fn read_files(
+        &mut self,
+        buf: &mut Vec<u8>,
+        out: &mut Sample,
+        limit: Option<Option<u64>>,
+        oom: Option<Option<u64>>,
+    ) -> Result<()> {
         out.cpu_usage_ns = None;
         out.cpu_throttled_ns = None;
         out.memory_bytes = None;
@@ -138,7 +221,21 @@ impl StatReader {
         out.pids = None;
         out.io_read_bytes = None;
         out.io_write_bytes = None;
+        if let Some(l) = limit {
+            out.memory_limit_bytes = l;
+        }
+        if let Some(o) = oom {
+            out.oom_kills = o;
+        }
         for f in &self.files {
+            let cached = match f.kind {
+                Kind::V1MemLimit | Kind::V2MemMax => limit.is_some(),
+                Kind::V1OomControl | Kind::V2MemEvents => oom.is_some(),
+                _ => false,
+            };
+            if cached {
+                continue;
+            }
             let b = f.file.read(buf)?;
             match f.kind {
                 Kind::V1CpuAcct => out.cpu_usage_ns = parse::parse_u64(b),
@@ -183,5 +280,123 @@ impl StatReader {
     pub(super) fn first_pid_impl(&mut self, buf: &mut Vec<u8>) -> Option<u32> {
         let procs = self.procs.as_ref()?;
         parse::first_pid(procs.read(buf).ok()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CgroupManager, CgroupRef, Parent, SampleHints, V2};
+    use super::*;
+
+    /// A v2 tree with one leaf, `nodeagent/obj`, holding the counter files.
+    fn fixture() -> (tempfile::TempDir, V2, PathBuf) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("cgroup");
+        let leaf = root.join("nodeagent/obj");
+        std::fs::create_dir_all(&leaf).expect("mkdir");
+        std::fs::create_dir_all(t.path().join("proc/self")).expect("mkdir");
+        std::fs::write(t.path().join("proc/self/cgroup"), "0::/\n").expect("write");
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").expect("write");
+        for (f, s) in [
+            ("cgroup.procs", "42\n"),
+            ("cpu.stat", "usage_usec 5\nthrottled_usec 1\n"),
+            ("memory.current", "4096\n"),
+            ("memory.max", "max\n"),
+            ("memory.events", "oom_kill 0\n"),
+            ("pids.current", "1\n"),
+        ] {
+            std::fs::write(leaf.join(f), s).expect("write");
+        }
+        let cg = V2::new(&root, &t.path().join("proc"), Parent::Own).expect("V2::new");
+        (t, cg, leaf)
+    }
+
+    #[test]
+    fn sample_keeps_the_limit_until_it_is_old_or_written_here() {
+        let (_t, cg, leaf) = fixture();
+        let obj = CgroupRef::Owned("obj".into());
+        let mut r = cg.stat_reader(&obj).expect("stat_reader");
+        let (mut buf, mut s) = (Vec::new(), Sample::default());
+        r.sample(&mut buf, &mut s, SampleHints::default())
+            .expect("sample");
+        assert_eq!(s.memory_limit_bytes, None);
+
+        // Written behind the agent's back: the counters are fresh, the limit is the cached one
+        // (unless the 900 ms went by, on a very slow machine), and `read` reads it at once.
+        std::fs::write(leaf.join("memory.max"), "1048576\n").expect("write");
+        std::fs::write(leaf.join("memory.current"), "8192\n").expect("write");
+        let t0 = Instant::now();
+        let mut s2 = Sample::default();
+        r.sample(&mut buf, &mut s2, SampleHints::default())
+            .expect("sample");
+        assert_eq!(s2.memory_bytes, Some(8192));
+        if t0.duration_since(r.limit.expect("cached").at) < LIMIT_MAX_AGE {
+            assert_eq!(s2.memory_limit_bytes, None, "cached");
+        }
+        let mut s3 = Sample::default();
+        r.read(&mut buf, &mut s3).expect("read");
+        assert_eq!(s3.memory_limit_bytes, Some(1 << 20));
+
+        // A limit this agent writes shows in the next sample.
+        cg.apply(
+            &obj,
+            &nodeagent_types::Resources {
+                memory: Some(nodeagent_types::Memory(2 << 20)),
+                ..Default::default()
+            },
+        )
+        .expect("apply");
+        let mut s4 = Sample::default();
+        r.sample(&mut buf, &mut s4, SampleHints::default())
+            .expect("sample");
+        assert_eq!(s4.memory_limit_bytes, Some(2 << 20));
+
+        // And so does any limit once the cached one is old.
+        std::fs::write(leaf.join("memory.max"), "max\n").expect("write");
+        r.limit = r.limit.map(|c| CachedLimit {
+            at: c.at - LIMIT_MAX_AGE,
+            ..c
+        });
+        let mut s5 = Sample::default();
+        r.sample(&mut buf, &mut s5, SampleHints::default())
+            .expect("sample");
+        assert_eq!(s5.memory_limit_bytes, None);
+        assert_eq!(s5.oom_kills, Some(0));
+        assert_eq!(s5.pids, Some(1));
+    }
+
+    #[test]
+    fn sample_reads_the_oom_count_when_the_host_count_moved() {
+        let (_t, cg, leaf) = fixture();
+        let mut r = cg
+            .stat_reader(&CgroupRef::Owned("obj".into()))
+            .expect("stat_reader");
+        let (mut buf, mut s) = (Vec::new(), Sample::default());
+        let host = |n| SampleHints {
+            host_oom_kills_settled: Some(n),
+        };
+        r.sample(&mut buf, &mut s, host(7)).expect("sample");
+        assert_eq!(s.oom_kills, Some(0));
+        // (A test can change the file without the host count moving; the kernel cannot.)
+        std::fs::write(leaf.join("memory.events"), "oom_kill 3\n").expect("write");
+        r.sample(&mut buf, &mut s, host(7)).expect("sample");
+        assert_eq!(
+            s.oom_kills,
+            Some(0),
+            "the host count vouches for the cached value"
+        );
+        r.sample(&mut buf, &mut s, host(8)).expect("sample");
+        assert_eq!(s.oom_kills, Some(3), "the host count moved");
+        std::fs::write(leaf.join("memory.events"), "oom_kill 4\n").expect("write");
+        r.sample(&mut buf, &mut s, SampleHints::default())
+            .expect("sample");
+        assert_eq!(s.oom_kills, Some(4), "no hint: read");
+        std::fs::write(leaf.join("memory.events"), "oom_kill 5\n").expect("write");
+        r.sample(&mut buf, &mut s, host(8)).expect("sample");
+        assert_eq!(
+            s.oom_kills,
+            Some(5),
+            "nothing cached after a sample without a hint"
+        );
     }
 }

@@ -156,7 +156,9 @@ impl V1 {
         const FIELD: &str = "resources.memory";
         let path = dir.join("memory.limit_in_bytes");
         let value = bytes.to_string();
-        match util::write_raw(&path, value.as_bytes()) {
+        let written = util::write_raw(&path, value.as_bytes());
+        super::stat::note_limit_written();
+        match written {
             Ok(()) => Ok(()),
             // v1 refuses to lower the limit below what it cannot reclaim (no OOM kill on resize).
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {

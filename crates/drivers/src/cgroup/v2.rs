@@ -240,7 +240,9 @@ impl CgroupManager for V2 {
         // it, so there is no "below usage" refusal to report here.
         if let Some(m) = &res.memory {
             let v = m.0.to_string();
-            Self::write_field(&dir, "memory.max", "memory", "resources.memory", &v)?;
+            let written = Self::write_field(&dir, "memory.max", "memory", "resources.memory", &v);
+            super::stat::note_limit_written();
+            written?;
         }
         if let Some(p) = res.pids {
             let v = p.to_string();
