@@ -2,7 +2,8 @@
 import math
 
 COLORS = {"http/process": "#1f77b4", "grpc/process": "#2ca02c", "http/container": "#17becf",
-          "grpc/container": "#98df8a", "docker/container": "#d62728"}
+          "grpc/container": "#98df8a", "docker/container": "#d62728",
+          "http-py/process": "#aec7e8", "http-py/container": "#9edae5", "docker-py/container": "#ff9896"}
 
 
 def write(path, control):

@@ -5,7 +5,7 @@ name = None
 for line in open(sys.argv[1], errors="replace"):
     line = line.rstrip("\n")
     m = re.match(r"^(\S.*?)?\s+time:\s+\[(.*)\]", line)
-    if m:
+    if m and "%" not in m.group(2):  # a "change:" block repeats "time:" with percentages
         n = (m.group(1) or name or "?").strip()
         low, _, high = [" ".join(p) for p in zip(*[iter(m.group(2).split())] * 2)]
         print(f"{n:<40} [{low}, {high}]")

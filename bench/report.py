@@ -49,16 +49,19 @@ def render(R):
         w("In-place `cpu` updates, each timed from sending the request until the new quota is "
           "readable in `cpu.cfs_quota_us` (read right after the answer, polled if not there yet). "
           "One client, one request at a time, keep-alive connection, loopback. HTTP: `PATCH "
-          "/v1/objects/{id}?wait=true`; gRPC: `nodeagent.v1.Agent/Update` with `wait` (the "
-          "client is `bench/h2grpc.py`, a minimal HTTP/2 client in the Python standard library); "
-          "Docker: `POST /containers/{id}/update` with `NanoCpus` over its unix socket, on the "
-          "same container. The `stale` column counts answers after which the file did not yet "
+          "/v1/objects/{id}?wait=true`, and Docker: `POST /containers/{id}/update` with `NanoCpus` "
+          "over its unix socket on the same container, both sent by `bench/ctl.c`, a small C "
+          "client, so that the figures are the servers' (rows `http-py`/`docker-py`: the same "
+          "through Python's `http.client`, which adds ~0.2–0.3 ms of its own to each request); "
+          "gRPC: `nodeagent.v1.Agent/Update` with `wait` through `bench/h2grpc.py`, a minimal "
+          "HTTP/2 client in Python's standard library (so it carries that client's overhead too). The `stale` column counts answers after which the file did not yet "
           "hold the value (the time counted is then until it does; it should be 0: a container "
           "PATCH that meets the agent's own Docker sync in flight waits for it, since Docker's "
           "update writes its older value into the cgroup at a moment the agent cannot see).\n")
         d = c.get("docker/container")
         w("| series | n | p50 | p99 | max | stale | Docker p50 / p99 ÷ this | load |\n|---|---|---|---|---|---|---|---|")
-        for k in ("http/process", "grpc/process", "http/container", "grpc/container", "docker/container"):
+        for k in ("http/process", "grpc/process", "http/container", "grpc/container", "docker/container",
+                  "http-py/process", "http-py/container", "docker-py/container"):
             s = c.get(k)
             if not s:
                 continue

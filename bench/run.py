@@ -255,6 +255,15 @@ class Agent:
             self.call("DELETE", f"/v1/objects/{i}?wait=true", ok=None)
 
 
+def build_ctl():
+    """Compiles bench/ctl.c (gcc, as the test suite installs it) into a temp dir."""
+    d = tempfile.mkdtemp(prefix="nodeagent-bench-ctl-")
+    TMPDIRS.append(d)
+    out = os.path.join(d, "ctl")
+    subprocess.run(["gcc", "-O2", "-o", out, os.path.join(HERE, "ctl.c")], check=True)
+    return out
+
+
 def cpu_quota_file(pid):
     with open(f"/proc/{pid}/cgroup") as f:
         for line in f:
@@ -350,10 +359,30 @@ def bench_control(a, R):
             log(f"control {label}: n={s['n']} p50 {s['p50']:.0f} µs p99 {s['p99']:.0f} µs "
                 f"max {s['max']:.0f} µs (stale at answer {stale})")
 
+        ctl = build_ctl()
+
+        def ctl_series(label, args, count):
+            """The same series through bench/ctl.c (a C client: the figure is the server's)."""
+            p = subprocess.run([ctl] + args + [str(count)], capture_output=True, text=True)
+            if p.returncode != 0:
+                raise RuntimeError(f"ctl {label}: {p.stderr.strip()}")
+            lat, stale = [], 0
+            for line in p.stdout.split("\n"):
+                if line:
+                    us, first = line.split()
+                    lat.append(float(us))
+                    stale += 0 if first == "1" else 1
+            res[label] = dict(summary(lat), stale=stale, load=load(), raw=lat, client="C")
+            s = res[label]
+            log(f"control {label}: n={s['n']} p50 {s['p50']:.0f} µs p99 {s['p99']:.0f} µs "
+                f"max {s['max']:.0f} µs (stale at answer {stale})")
+
+        token = ag.auth.split(" ", 1)[1]
         for kind, (oid, quota) in targets.items():
-            series(f"http/{kind}", lambda cpu, oid=oid: ag.call(
-                "PATCH", f"/v1/objects/{oid}?wait=true", {"resources": {"cpu": cpu}}), quota, n)
+            ctl_series(f"http/{kind}", ["agent", f"tcp:127.0.0.1:{ag.port}", token, oid, quota], n)
             series(f"grpc/{kind}", lambda cpu, oid=oid: g.update(oid, cpu, wait=True), quota, n)
+            series(f"http-py/{kind}", lambda cpu, oid=oid: ag.call(
+                "PATCH", f"/v1/objects/{oid}?wait=true", {"resources": {"cpu": cpu}}), quota, a.py_updates)
         # Let the agent's Docker sync settle so that Docker's own updates run alone.
         for _ in range(400):
             if ag.json("GET", f"/v1/objects/{cont['id']}")["container"].get("sync") == "in_sync":
@@ -364,7 +393,9 @@ def bench_control(a, R):
             st, b = d.call("POST", f"/containers/{cid}/update", {"NanoCpus": round(cpu * 100000) * 10000})
             if st != 200:
                 raise RuntimeError(b)
-        series("docker/container", docker_update, targets["container"][1], a.docker_updates)
+        ctl_series("docker/container", ["docker", f"unix:{DOCKER_SOCK}", cid, targets["container"][1]],
+                   a.docker_updates)
+        series("docker-py/container", docker_update, targets["container"][1], a.py_updates)
         g.close()
         ag.call("DELETE", f"/v1/objects/{cont['id']}?wait=true", ok=None)
         ag.call("DELETE", f"/v1/objects/{proc['id']}?wait=true", ok=None)
@@ -796,6 +827,7 @@ def main():
     q = a.quick
     a.updates = 500 if q else 10000
     a.docker_updates = 200 if q else 10000
+    a.py_updates = 200 if q else 2000  # the same series through Python's http.client, for reference
     a.window = 3.0 if q else 10.0
     a.objects = [1, 100] if q else [1, 100, 1000]
     a.stats_calls = 10 if q else 30  # back to back, ~1 s each (Docker's collector tick)

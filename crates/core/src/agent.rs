@@ -174,6 +174,8 @@ pub struct Agent {
     events_reserved: u64,
     /// Create requests with a `request_id`, to write with their object.
     pending_requests: Vec<(String, crate::store::RequestRecord)>,
+    /// Objects were deleted since the last [`Agent::trim_heap`].
+    deleted_since_trim: bool,
 }
 
 impl Agent {
@@ -294,6 +296,7 @@ impl Agent {
             foreign: HashMap::new(),
             events_reserved: 0,
             pending_requests: Vec::new(),
+            deleted_since_trim: false,
             cfg,
         };
         agent.add_host();
@@ -418,7 +421,7 @@ impl Agent {
                 }
                 Some(i) = self.internal_rx.recv() => self.internal(i),
                 Some(()) = async { match sigchld.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => self.reap(),
-                _ = tick.tick() => { self.reap(); self.check_foreign(); self.check_adopted(); }
+                _ = tick.tick() => { self.reap(); self.check_foreign(); self.check_adopted(); self.trim_heap(); }
                 _ = fast.tick(), if deleting => { self.reap(); self.check_foreign(); self.progress_deletes(); }
             }
             self.persist(false);
@@ -934,9 +937,26 @@ impl Agent {
         }
     }
 
+    /// Hands freed heap back to the kernel after deletes. glibc keeps freed memory for reuse,
+    /// so an agent that went from thousands of objects to few kept the RSS of the peak
+    /// (measured: 1,000 objects deleted and 1,000 created again left ~9 MiB more than 1,000
+    /// created once). Once a second at most, and only after deletes; the call costs well under
+    /// a millisecond for a heap of tens of MiB.
+    fn trim_heap(&mut self) {
+        if !std::mem::take(&mut self.deleted_since_trim) {
+            return;
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim has no preconditions; it only returns free pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
     /// Removes a deleted object from the registry, releases what it held, and answers the
     /// deletes waiting for it.
     fn finish_delete(&mut self, id: &str) {
+        self.deleted_since_trim = true;
         {
             let Some(mut e) = self.objects.remove(id) else {
                 return;

@@ -85,13 +85,23 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let mut signals = Signals::install()?;
     match nodeagent_drivers::process::raise_nofile_limit(NOFILE_WANT) {
-        Ok(l) if l.now.0 < NOFILE_WANT => warn!(
-            before = ?l.before,
-            now = ?l.now,
-            "the open-file limit could not be raised to {NOFILE_WANT}; each sampled object keeps about 8 files open, so about {} objects fit (raise LimitNOFILE)",
-            l.now.0 / 8
-        ),
-        Ok(l) => debug!(before = ?l.before, now = ?l.now, "open-file limit raised"),
+        Ok(l) => {
+            // Counter files kept open get what the limit leaves after a reserve for sockets,
+            // the store, spools and spawns; objects past that open their files per sample.
+            let soft = usize::try_from(l.now.0).unwrap_or(usize::MAX);
+            let budget = soft.saturating_sub((soft / 10).max(2048));
+            nodeagent_drivers::cgroup::set_open_budget(budget);
+            if l.now.0 < NOFILE_WANT {
+                warn!(
+                    before = ?l.before,
+                    now = ?l.now,
+                    "the open-file limit could not be raised to {NOFILE_WANT}: counter files stay open for about {} objects (8 each), and objects past that open their files at each sample, which costs more CPU (raise LimitNOFILE)",
+                    budget / 8
+                );
+            } else {
+                debug!(before = ?l.before, now = ?l.now, budget, "open-file limit raised");
+            }
+        }
         Err(e) => warn!(error = %e, "reading the open-file limit"),
     }
     create_state_dir(&cfg.state_dir)?;

@@ -12,6 +12,7 @@ mod v1;
 mod v2;
 
 pub use error::CgroupError;
+pub use stat::{open_files_held, set_open_budget};
 pub use v1::V1;
 pub use v2::V2;
 
