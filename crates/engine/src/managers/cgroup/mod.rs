@@ -19,8 +19,32 @@ pub struct CgroupKindManager {
 #[derive(Debug, Clone)]
 pub struct Adopted {
     pub cg: CgroupRef,
-    /// For adopted pids: each pid's cgroups before adoption (`(controllers, path)` lines).
-    pub origins: Vec<(u32, Vec<(String, String)>)>,
+    /// For adopted pids: each pid's cgroups before adoption.
+    pub origins: Vec<(u32, Origin)>,
+}
+
+/// A pid's cgroups before adoption, the `(controllers, path)` pairs of `/proc/<pid>/cgroup`,
+/// kept as one `controllers:path` line each in a single string: one allocation where a vector
+/// of pairs took two per hierarchy (about 1 KB an object on a v1 host, 10 MB at 10,000).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(Box<str>);
+
+impl Origin {
+    pub fn new(pairs: &[(String, String)]) -> Origin {
+        let mut s = String::new();
+        for (c, p) in pairs {
+            s.push_str(c);
+            s.push(':');
+            s.push_str(p);
+            s.push('\n');
+        }
+        Origin(s.into_boxed_str())
+    }
+
+    /// The `(controllers, path)` pairs, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.lines().filter_map(|l| l.split_once(':'))
+    }
 }
 
 impl CgroupKindManager {
@@ -76,7 +100,7 @@ impl CgroupKindManager {
                 .procfs
                 .cgroups_of(pid)
                 .map_err(|e| ApiError::invalid(format!("cgroup.pids[{i}]"), e.to_string()))?;
-            origins.push((pid, origin));
+            origins.push((pid, Origin::new(&origin)));
         }
         let cg = CgroupRef::Owned(id.to_string());
         self.cgroups.create(&cg).map_err(cgroup_error)?;
@@ -113,7 +137,7 @@ impl CgroupKindManager {
             return;
         }
         for (pid, origin) in &a.origins {
-            for (controllers, path) in origin {
+            for (controllers, path) in origin.pairs() {
                 let dir = if controllers.is_empty() {
                     self.cgroup_root.join(path.trim_start_matches('/'))
                 } else {
@@ -144,4 +168,24 @@ impl CgroupKindManager {
 
 fn normalize(path: &str) -> String {
     format!("/{}", path.trim_matches('/'))
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::Origin;
+
+    #[test]
+    fn origin_keeps_the_pairs_in_order() {
+        let pairs = vec![
+            ("name=systemd".to_string(), "/".to_string()),
+            ("cpu,cpuacct".to_string(), "/a/b:c".to_string()),
+            (String::new(), "/unified".to_string()),
+        ];
+        let o = Origin::new(&pairs);
+        let back: Vec<(String, String)> = o
+            .pairs()
+            .map(|(c, p)| (c.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(back, pairs);
+    }
 }
