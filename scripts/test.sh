@@ -179,6 +179,12 @@ step "host checks"
 check_root
 check_cgroup_v1
 check_toolchain
+# A clean build of the suite takes ~4.5 GiB; a full disk shows up as a linker killed by SIGBUS.
+avail_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+echo "disk: $(( ${avail_kb:-0} / 1024 / 1024 )) GiB free here"
+if [ "${avail_kb:-0}" -lt $(( 6 * 1024 * 1024 )) ]; then
+    echo "warning: under 6 GiB free; the build and tests need about 4.5 GiB" >&2
+fi
 
 step "packages"
 # What the build needs from Debian: a C compiler and libc headers for crates that build C.
