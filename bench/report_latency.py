@@ -22,29 +22,16 @@ and the latency of the newest sample of each pass (the path after sampling: sink
 sender, loopback, receiver, tailer).
 
 Needs root (cgroups). Uses 127.0.0.1 ports, a private state dir, and the cgroup parent
-/nodeagent-latprobe-<pid>; kills what it started and removes what it created.
+/nodeagent-bench-<pid> (run.py's helpers); kills what it started and removes what it created.
 """
-import argparse, ctypes, ctypes.util, datetime, http.client, json, os, select, shutil, signal, socket
+import argparse, ctypes, ctypes.util, json, os, select, shutil, socket
 import subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-PARENT = f"/nodeagent-latprobe-{os.getpid()}"
-PROCS, TMPDIRS = [], []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def pct(xs, p):
-    if not xs:
-        return float("nan")
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+sys.path.insert(0, HERE)
+import run  # noqa: E402  (the harness's helpers: agent, processes, clean-up)
+from run import TMPDIRS, cleanup, free_port, pct, sample_ts, spawn  # noqa: E402
 
 
 def loadavg():
@@ -52,114 +39,16 @@ def loadavg():
         return " ".join(f.read().split()[:3])
 
 
-def parse_ts(ts):
-    base, _, frac = ts.rstrip("Z").partition(".")
-    frac = frac.split("+")[0]
-    t = datetime.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
-    return t + (float("0." + frac) if frac else 0.0)
+class Agent(run.Agent):
+    """run.py's agent, started at once, with the status of one sink."""
 
-
-SAMPLE = b'"sample":{'
-TS = b'"ts":"'
-_secs = {}
-
-
-def sample_ts(line):
-    """The sample time of a record line, or None (an event line). The same as
-    `parse_ts(json.loads(line)["sample"]["ts"])`, without parsing the whole line and with the
-    seconds part cached: json.loads and strptime for 10,000 lines a second took a good part of a
-    core, and a starved tailer reads late and measures its own delay."""
-    i = line.find(SAMPLE)
-    if i < 0:
-        return None
-    i = line.find(TS, i)
-    if i < 0:
-        return None
-    i += len(TS)
-    j = line.find(b'"', i)
-    ts = line[i:j]
-    base = ts[:19]
-    t = _secs.get(base)
-    if t is None:
-        if len(_secs) > 1000:
-            _secs.clear()
-        t = _secs[base] = parse_ts(base.decode() + "Z")
-    frac = ts[20:].rstrip(b"Z") if ts[19:20] == b"." else b""
-    return t + (float(b"0." + frac) if frac else 0.0)
-
-
-def spawn(cmd, **kw):
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, **kw)
-    PROCS.append(p)
-    return p
-
-
-def raise_nofile():
-    import resource
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        pass
-
-
-class Agent:
     def __init__(self, binary, config, state, nice=0):
-        self.port = free_port()
-        self.state = state
-        args = [binary, "run", "--listen", f"127.0.0.1:{self.port}", "--state-dir", state,
-                "--cgroup-parent", PARENT, "--log-level", "warn", "--stop-grace", "1s", "--config", config]
-        self.proc = spawn(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(state, "agent.log"), "ab"),
-                          preexec_fn=lambda: (raise_nofile(), os.nice(nice)))
-        t0 = time.time()
-        while True:
-            if self.proc.poll() is not None:
-                sys.exit(f"agent exited: see {state}/agent.log:\n" + open(os.path.join(state, "agent.log")).read())
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                c.request("GET", "/readyz")
-                r = c.getresponse()
-                r.read()
-                c.close()
-                if r.status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() - t0 > 60:
-                sys.exit("agent not ready after 60 s")
-            time.sleep(0.01)
-        with open(os.path.join(state, "token")) as f:
-            self.auth = "Bearer " + f.read().strip()
-        self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        self.c.connect()
-        self.c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def call(self, method, path, body=None, ok=(200, 201, 202, 204)):
-        self.c.request(method, path, body=json.dumps(body) if body is not None else None,
-                       headers={"Content-Type": "application/json", "Authorization": self.auth})
-        r = self.c.getresponse()
-        b = r.read()
-        if ok and r.status not in ok:
-            raise RuntimeError(f"{method} {path}: {r.status} {b[:300]!r}")
-        return json.loads(b) if b else None
+        run.BIN = binary
+        super().__init__(state=state, config=config, nice=nice)
+        self.start()
 
     def sink(self, name):
-        j = self.call("GET", "/v1/sinks")
-        items = j
-        if isinstance(j, dict):
-            for k in ("items", "sinks", "data"):
-                if k in j:
-                    items = j[k]
-        return {s["name"]: s for s in items}[name]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        return run._sinks(self)[name]
 
 
 class Inotify:
@@ -224,29 +113,6 @@ def tail_latency(out, seconds, poll):
     return lat, passes
 
 
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            p.kill()
-    for p in PROCS:
-        try:
-            p.wait(timeout=10)
-        except Exception:
-            pass
-    time.sleep(0.3)
-    for ctrl in os.listdir("/sys/fs/cgroup"):
-        top = os.path.join("/sys/fs/cgroup", ctrl, PARENT.lstrip("/"))
-        if not os.path.isdir(top) or os.path.islink(os.path.join("/sys/fs/cgroup", ctrl)):
-            continue
-        for dirpath, _, _ in sorted(os.walk(top, topdown=False), key=lambda x: -x[0].count("/")):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
-    for t in TMPDIRS:
-        shutil.rmtree(t, ignore_errors=True)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "nodeagent"))
@@ -304,7 +170,7 @@ def main():
                     for _ in range(a.objects)]
         ids = []
         for i, p in enumerate(sleepers):
-            o = ag.call("POST", "/v1/objects?wait=true", {
+            o = ag.json("POST", "/v1/objects?wait=true", {
                 "name": f"lp-{i}", "kind": "cgroup", "cgroup": {"pids": [p.pid]},
                 "collect": {"interval": a.interval}})
             ids.append(o["id"])
