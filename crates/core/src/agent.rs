@@ -327,9 +327,7 @@ impl Agent {
             name: self.node.to_string(),
             kind: Kind::Host,
             labels: BTreeMap::new(),
-            process: None,
-            cgroup: None,
-            container: None,
+            section: None,
             resources: Resources::default(),
             collect: CollectSpec {
                 interval: Duration(self.cfg.host_interval),
@@ -1039,8 +1037,7 @@ impl Agent {
         let policy = e
             .obj
             .spec
-            .process
-            .as_ref()
+            .section::<nodeagent_types::ProcessSpec>()
             .map_or(RestartPolicy::Never, |p| p.restart);
         let restart = match policy {
             RestartPolicy::Never => false,

@@ -222,11 +222,11 @@ impl Policy {
     /// Whether `spec` may be created. The error is 403, names the field and the rule.
     pub fn check_create(&self, spec: &ObjectSpec) -> Result<(), ApiError> {
         match spec.kind {
-            Kind::Process => match &spec.process {
+            Kind::Process => match spec.section::<nodeagent_types::ProcessSpec>() {
                 Some(p) => self.check_process(&p.command, &p.env),
                 None => Ok(()),
             },
-            Kind::Cgroup => match &spec.cgroup {
+            Kind::Cgroup => match spec.section::<nodeagent_types::CgroupSpec>() {
                 Some(c) => {
                     if let Some(path) = &c.path {
                         self.check_cgroup_path(path)?;
@@ -238,7 +238,7 @@ impl Policy {
                 }
                 None => Ok(()),
             },
-            Kind::Container => match &spec.container {
+            Kind::Container => match spec.section::<nodeagent_types::ContainerSpec>() {
                 Some(c) => self.check_container(c),
                 None => Ok(()),
             },

@@ -20,7 +20,7 @@ pub use object::{
 pub use quantity::{parse_cpuset, parse_duration, parse_memory, CpuSet, Duration, Memory};
 pub use sample::{CpuModes, DeviceCounters, HostStats, Sample};
 pub use spec::{
-    CgroupSpec, CollectSpec, ContainerNetwork, ContainerSpec, Mount, ObjectSpec, ProcessSpec,
-    Resources, RestartPolicy,
+    CgroupSpec, CollectSpec, ContainerNetwork, ContainerSpec, KindSection, KindSpec, Mount,
+    ObjectSpec, ProcessSpec, Resources, RestartPolicy, SectionOf,
 };
 pub use time::Timestamp;

@@ -225,35 +225,41 @@ pub fn spec_proto(s: &ObjectSpec) -> proto::ObjectSpec {
         name: s.name.clone(),
         kind: s.kind.as_str().to_string(),
         labels: s.labels.clone().into_iter().collect(),
-        process: s.process.as_ref().map(|p| proto::ProcessSpec {
-            command: p.command.clone(),
-            env: p.env.clone().into_iter().collect(),
-            cwd: p.cwd.clone(),
-            restart: Some(restart_str(p.restart)),
-        }),
-        cgroup: s.cgroup.as_ref().map(|c| proto::CgroupSpec {
-            pids: c.pids.clone().unwrap_or_default(),
-            path: c.path.clone(),
-        }),
-        container: s.container.as_ref().map(|c| proto::ContainerSpec {
-            image: c.image.clone(),
-            command: c.command.clone(),
-            env: c.env.clone().into_iter().collect(),
-            pull: c.pull,
-            adopt: c.adopt.clone(),
-            privileged: c.privileged,
-            network: Some(c.network.as_str().to_string()),
-            host_pid: c.host_pid,
-            mounts: c
-                .mounts
-                .iter()
-                .map(|m| proto::Mount {
-                    source: m.source.clone(),
-                    target: m.target.clone(),
-                    read_only: m.read_only,
-                })
-                .collect(),
-        }),
+        process: s
+            .section::<nodeagent_types::ProcessSpec>()
+            .map(|p| proto::ProcessSpec {
+                command: p.command.clone(),
+                env: p.env.clone().into_iter().collect(),
+                cwd: p.cwd.clone(),
+                restart: Some(restart_str(p.restart)),
+            }),
+        cgroup: s
+            .section::<nodeagent_types::CgroupSpec>()
+            .map(|c| proto::CgroupSpec {
+                pids: c.pids.clone().unwrap_or_default(),
+                path: c.path.clone(),
+            }),
+        container: s
+            .section::<nodeagent_types::ContainerSpec>()
+            .map(|c| proto::ContainerSpec {
+                image: c.image.clone(),
+                command: c.command.clone(),
+                env: c.env.clone().into_iter().collect(),
+                pull: c.pull,
+                adopt: c.adopt.clone(),
+                privileged: c.privileged,
+                network: Some(c.network.as_str().to_string()),
+                host_pid: c.host_pid,
+                mounts: c
+                    .mounts
+                    .iter()
+                    .map(|m| proto::Mount {
+                        source: m.source.clone(),
+                        target: m.target.clone(),
+                        read_only: m.read_only,
+                    })
+                    .collect(),
+            }),
         resources: Some(resources_proto(&s.resources)),
         collect: Some(proto::CollectSpec {
             interval: Some(s.collect.interval.to_string()),

@@ -207,7 +207,9 @@ impl Agent {
             return;
         }
         let id = new_object_id();
-        let adopt = spec.container.as_ref().and_then(|c| c.adopt.clone());
+        let adopt = spec
+            .section::<nodeagent_types::ContainerSpec>()
+            .and_then(|c| c.adopt.clone());
         let obj = Object::new(id.clone(), spec.clone(), Status::Pending);
         let work = ContainerWork {
             adopted: adopt.is_some(),
@@ -339,7 +341,7 @@ impl Agent {
             EventKind::Created,
             &obj,
             format!("created container {}", obj.name),
-            json!({"image": obj.spec.container.as_ref().map(|c| c.image.clone())}),
+            json!({"image": obj.spec.section::<nodeagent_types::ContainerSpec>().map(|c| c.image.clone())}),
         );
         let Some((_, _, c)) = self.cwork(id) else {
             return;

@@ -200,8 +200,7 @@ impl Agent {
         if !same {
             let policy = obj
                 .spec
-                .process
-                .as_ref()
+                .section::<nodeagent_types::ProcessSpec>()
                 .map_or(RestartPolicy::Never, |p| p.restart);
             let msg = match obj.pid {
                 Some(p) => {
@@ -279,7 +278,10 @@ impl Agent {
     }
 
     fn restore_cgroup(&mut self, obj: Object) {
-        let external = obj.spec.cgroup.as_ref().is_some_and(|c| c.path.is_some());
+        let external = obj
+            .spec
+            .section::<nodeagent_types::CgroupSpec>()
+            .is_some_and(|c| c.path.is_some());
         let cg = match (&obj.cgroup, external) {
             (Some(p), true) => CgroupRef::External(p.clone()),
             _ => CgroupRef::Owned(obj.id.clone()),

@@ -58,7 +58,7 @@ impl CgroupKindManager {
 
     #[tracing::instrument(name = "manager.cgroup.adopt", skip_all)]
     pub fn adopt(&self, id: &str, spec: &ObjectSpec) -> Result<Adopted, ApiError> {
-        let Some(c) = &spec.cgroup else {
+        let Some(c) = spec.section::<nodeagent_types::CgroupSpec>() else {
             return Err(ApiError::invalid(
                 "cgroup",
                 "kind cgroup needs a `cgroup` section",

@@ -129,8 +129,7 @@ pub fn create_config(id: &str, spec: &ObjectSpec) -> Result<CreateConfig, ApiErr
 }
 
 fn container_spec(spec: &ObjectSpec) -> Result<&ContainerSpec, ApiError> {
-    spec.container
-        .as_ref()
+    spec.section::<ContainerSpec>()
         .ok_or_else(|| ApiError::invalid("container", "kind container needs a `container` section"))
 }
 
@@ -534,9 +533,7 @@ mod tests {
             name: "web-1".into(),
             kind: Kind::Container,
             labels: [("team".to_string(), "a".to_string())].into(),
-            process: None,
-            cgroup: None,
-            container: Some(ContainerSpec {
+            section: Some(nodeagent_types::KindSpec::Container(ContainerSpec {
                 image: "busybox:local".into(),
                 command: vec!["sleep".into(), "300".into()],
                 env: [("K".to_string(), "V".to_string())].into(),
@@ -550,7 +547,7 @@ mod tests {
                     target: "/data".into(),
                     read_only: true,
                 }],
-            }),
+            })),
             resources: Resources {
                 cpu: Some(0.5),
                 cpu_weight: Some(50),

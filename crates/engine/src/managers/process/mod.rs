@@ -56,7 +56,7 @@ impl ProcessManager {
 
     /// Starts (or restarts) the command in its existing cgroup.
     pub fn spawn(&self, id: &str, cg: &CgroupRef, spec: &ObjectSpec) -> Result<Spawned, ApiError> {
-        let Some(p) = &spec.process else {
+        let Some(p) = spec.section::<nodeagent_types::ProcessSpec>() else {
             return Err(ApiError::invalid(
                 "process",
                 "kind process needs a `process` section",

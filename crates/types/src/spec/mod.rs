@@ -27,125 +27,312 @@ pub const MAX_PIDS: u64 = 4_194_304;
 /// Below about 1 MiB the kernel OOM-kills even a shell on its first page faults.
 pub const MIN_MEMORY: u64 = 1 << 20;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+mod cgroup;
+mod container;
+mod process;
+
+pub use cgroup::CgroupSpec;
+pub use container::{ContainerNetwork, ContainerSpec, Mount};
+pub use process::{ProcessSpec, RestartPolicy};
+
+/// What every object spec has, plus the section of its kind (DESIGN.md §4):
+/// `{"name": .., "kind": "process", "process": {..}, "resources": {..}, "collect": {..}}`.
+///
+/// Serde is written by hand (below) because the section's key is the kind's own name: a
+/// derived struct would need one `Option` field per kind, so every kind would touch every
+/// other kind's code and every place that builds a spec.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ObjectSpec {
     pub name: String,
     pub kind: Kind,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<ProcessSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<CgroupSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerSpec>,
-    #[serde(default)]
+    /// The kind's own settings, under the key named after the kind. `None` only for a spec
+    /// that will fail validation (a kind that needs a section) or for the host.
+    pub section: Option<KindSpec>,
     pub resources: Resources,
-    #[serde(default)]
     pub collect: CollectSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessSpec {
-    pub command: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-    #[serde(default)]
-    pub restart: RestartPolicy,
+/// A kind's section of the spec: its type names the kind, and it validates itself. Each kind's
+/// section lives in its own file beside this one.
+pub trait KindSection: Sized {
+    const KIND: Kind;
+    /// Checks the values; errors name the field with the section's key first
+    /// (`process.command[0]`).
+    fn validate(&self) -> Result<(), ApiError>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    #[default]
-    Never,
-    OnFailure,
-    Always,
+/// Lists the kinds that have a section: `Variant => "key": Type`. Adding a kind adds one line
+/// here (and its file); everything below is generated from the list.
+macro_rules! kind_sections {
+    ($($variant:ident => $key:literal : $ty:ty),* $(,)?) => {
+        /// The section of one kind.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum KindSpec {
+            $($variant($ty),)*
+        }
+
+        impl KindSpec {
+            /// The kind this section belongs to.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(KindSpec::$variant(_) => <$ty as KindSection>::KIND,)*
+                }
+            }
+
+            /// The key it is written under (the kind's name).
+            pub fn key(&self) -> &'static str {
+                match self {
+                    $(KindSpec::$variant(_) => $key,)*
+                }
+            }
+
+            fn validate(&self) -> Result<(), ApiError> {
+                match self {
+                    $(KindSpec::$variant(s) => s.validate(),)*
+                }
+            }
+
+            fn serialize_into<M: serde::ser::SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+                match self {
+                    $(KindSpec::$variant(s) => map.serialize_entry($key, s),)*
+                }
+            }
+
+            /// Reads the value of map key `key` as that kind's section.
+            fn read<'de, A: serde::de::MapAccess<'de>>(
+                key: SectionKey,
+                map: &mut A,
+            ) -> Result<KindSpec, A::Error> {
+                match key.0 {
+                    $(k if k == <$ty as KindSection>::KIND => Ok(KindSpec::$variant(map.next_value::<$ty>()?)),)*
+                    _ => Err(serde::de::Error::custom("internal: no such section")),
+                }
+            }
+        }
+
+        /// The section keys, for "unknown field" messages.
+        const SECTION_KEYS: &[&str] = &[$($key,)*];
+
+        fn section_key(s: &str) -> Option<Kind> {
+            match s {
+                $($key => Some(<$ty as KindSection>::KIND),)*
+                _ => None,
+            }
+        }
+
+        $(
+            impl<'a> From<$ty> for KindSpec {
+                fn from(s: $ty) -> KindSpec {
+                    KindSpec::$variant(s)
+                }
+            }
+
+            impl SectionOf for $ty {
+                fn of(s: &KindSpec) -> Option<&Self> {
+                    match s {
+                        KindSpec::$variant(x) => Some(x),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+                fn of_mut(s: &mut KindSpec) -> Option<&mut Self> {
+                    match s {
+                        KindSpec::$variant(x) => Some(x),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+            }
+        )*
+    };
 }
 
-/// Adopt either running pids (moved into a cgroup the agent creates) or an existing cgroup
-/// (controlled where it is, and left in place on delete).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CgroupSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pids: Option<Vec<u32>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+kind_sections! {
+    Process => "process": ProcessSpec,
+    Cgroup => "cgroup": CgroupSpec,
+    Container => "container": ContainerSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContainerSpec {
-    /// Image to run, e.g. `busybox:local`. Required unless `adopt` is given.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub image: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Pull the image when it is not present locally. Off by default: a node agent should not
-    /// reach a registry unless asked to.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub pull: bool,
-    /// Id or name of an existing container to adopt (monitor and control) instead of creating
-    /// one. Exclusive with `image`, `command`, `env`, `pull` and the host-access fields.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adopt: Option<String>,
-    /// Run privileged. Refused unless the policy allows it.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub privileged: bool,
-    /// Network mode. `host` is refused unless the policy allows host namespaces.
-    #[serde(default, skip_serializing_if = "ContainerNetwork::is_default")]
-    pub network: ContainerNetwork,
-    /// Share the host's pid namespace. Refused unless the policy allows host namespaces.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub host_pid: bool,
-    /// Host paths bound into the container. Refused unless the policy allows the source path.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mounts: Vec<Mount>,
+/// Finds a kind's section in a [`KindSpec`]; generated for every section type.
+pub trait SectionOf: KindSection {
+    fn of(s: &KindSpec) -> Option<&Self>;
+    fn of_mut(s: &mut KindSpec) -> Option<&mut Self>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContainerNetwork {
-    #[default]
-    Bridge,
-    None,
-    Host,
-}
-
-impl ContainerNetwork {
-    pub fn is_default(&self) -> bool {
-        *self == ContainerNetwork::Bridge
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ContainerNetwork::Bridge => "bridge",
-            ContainerNetwork::None => "none",
-            ContainerNetwork::Host => "host",
+impl ObjectSpec {
+    /// A spec of `kind` with nothing but a name and the section.
+    pub fn new(name: impl Into<String>, section: impl Into<KindSpec>) -> ObjectSpec {
+        let section = section.into();
+        ObjectSpec {
+            name: name.into(),
+            kind: section.kind(),
+            labels: BTreeMap::new(),
+            section: Some(section),
+            resources: Resources::default(),
+            collect: CollectSpec::default(),
         }
     }
+
+    /// The section of type `T`, if the spec carries that kind's.
+    pub fn section<T: SectionOf>(&self) -> Option<&T> {
+        self.section.as_ref().and_then(T::of)
+    }
+
+    pub fn section_mut<T: SectionOf>(&mut self) -> Option<&mut T> {
+        self.section.as_mut().and_then(T::of_mut)
+    }
 }
 
-/// A host path bound into a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mount {
-    /// Absolute path on the host.
-    pub source: String,
-    /// Absolute path in the container.
-    pub target: String,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub read_only: bool,
+/// A map key that names a kind's section.
+#[derive(Clone, Copy)]
+struct SectionKey(Kind);
+
+const COMMON_KEYS: &[&str] = &["name", "kind", "labels", "resources", "collect"];
+
+enum Field {
+    Name,
+    Kind,
+    Labels,
+    Resources,
+    Collect,
+    Section(SectionKey),
 }
 
-fn is_false(b: &bool) -> bool {
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field of an object spec")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Field, E> {
+                Ok(match s {
+                    "name" => Field::Name,
+                    "kind" => Field::Kind,
+                    "labels" => Field::Labels,
+                    "resources" => Field::Resources,
+                    "collect" => Field::Collect,
+                    other => match section_key(other) {
+                        Some(k) => Field::Section(SectionKey(k)),
+                        None => return Err(E::unknown_field(other, all_keys())),
+                    },
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// Every key a spec may have, common ones first, as serde's "expected one of" wants them.
+fn all_keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut v = COMMON_KEYS[..3].to_vec();
+        v.extend_from_slice(SECTION_KEYS);
+        v.extend_from_slice(&COMMON_KEYS[3..]);
+        v
+    })
+}
+
+/// Refuses a second kind section, at the second section's own path.
+struct SecondSection {
+    key: &'static str,
+    first: &'static str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SecondSection {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, _d: D) -> Result<(), D::Error> {
+        Err(serde::de::Error::custom(format!(
+            "`{}` is only allowed for kind {}: a spec carries the section of its own kind only, and `{}` is given",
+            self.key, self.key, self.first
+        )))
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ObjectSpec, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ObjectSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object spec")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ObjectSpec, A::Error> {
+                use serde::de::Error;
+                let mut name = None;
+                let mut kind = None;
+                let mut labels = None;
+                let mut section: Option<KindSpec> = None;
+                let mut resources = None;
+                let mut collect = None;
+                fn once<T, E: Error>(
+                    slot: &mut Option<T>,
+                    v: T,
+                    key: &'static str,
+                ) -> Result<(), E> {
+                    if slot.is_some() {
+                        return Err(E::duplicate_field(key));
+                    }
+                    *slot = Some(v);
+                    Ok(())
+                }
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Name => once(&mut name, map.next_value::<String>()?, "name")?,
+                        Field::Kind => once(&mut kind, map.next_value::<Kind>()?, "kind")?,
+                        Field::Labels => once(&mut labels, map.next_value()?, "labels")?,
+                        Field::Resources => once(&mut resources, map.next_value()?, "resources")?,
+                        Field::Collect => once(&mut collect, map.next_value()?, "collect")?,
+                        Field::Section(k) => match &section {
+                            Some(first) => {
+                                map.next_value_seed(SecondSection {
+                                    key: k.0.as_str(),
+                                    first: first.key(),
+                                })?;
+                            }
+                            None => section = Some(KindSpec::read(k, &mut map)?),
+                        },
+                    }
+                }
+                Ok(ObjectSpec {
+                    name: name.ok_or_else(|| A::Error::missing_field("name"))?,
+                    kind: kind.ok_or_else(|| A::Error::missing_field("kind"))?,
+                    labels: labels.unwrap_or_default(),
+                    section,
+                    resources: resources.unwrap_or_default(),
+                    collect: collect.unwrap_or_default(),
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Serialize for ObjectSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("kind", &self.kind)?;
+        if !self.labels.is_empty() {
+            m.serialize_entry("labels", &self.labels)?;
+        }
+        if let Some(sec) = &self.section {
+            sec.serialize_into(&mut m)?;
+        }
+        m.serialize_entry("resources", &self.resources)?;
+        m.serialize_entry("collect", &self.collect)?;
+        m.end()
+    }
+}
+
+pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
 
@@ -290,57 +477,43 @@ impl ObjectSpec {
             ));
         }
         validate_labels(&self.labels)?;
-        let sections = [
-            ("process", self.process.is_some(), Kind::Process),
-            ("cgroup", self.cgroup.is_some(), Kind::Cgroup),
-            ("container", self.container.is_some(), Kind::Container),
-        ];
-        for (field, present, kind) in sections {
-            if present && kind != self.kind {
+        if self.kind == Kind::Host {
+            if let Some(sec) = &self.section {
+                let key = sec.key();
                 return Err(ApiError::invalid(
-                    field,
-                    format!(
-                        "`{field}` is only allowed for kind {kind}, not {}",
-                        self.kind
-                    ),
+                    key,
+                    format!("`{key}` is only allowed for kind {key}, not host"),
                 ));
             }
-            if !present && kind == self.kind {
-                return Err(ApiError::invalid(
-                    field,
-                    format!("kind {kind} needs a `{field}` section"),
-                ));
-            }
+            return Err(ApiError::invalid(
+                "kind",
+                "the host is the node itself: it is always present and cannot be created",
+            ));
         }
-        match self.kind {
-            Kind::Host => {
+        match &self.section {
+            Some(sec) if sec.kind() != self.kind => {
+                let key = sec.key();
                 return Err(ApiError::invalid(
-                    "kind",
-                    "the host is the node itself: it is always present and cannot be created",
-                ))
+                    key,
+                    format!("`{key}` is only allowed for kind {key}, not {}", self.kind),
+                ));
             }
-            Kind::Process => {
-                if let Some(p) = &self.process {
-                    p.validate()?
-                }
+            Some(sec) => sec.validate()?,
+            None if section_key(self.kind.as_str()).is_some() => {
+                let key = self.kind.as_str();
+                return Err(ApiError::invalid(
+                    key,
+                    format!("kind {key} needs a `{key}` section"),
+                ));
             }
-            Kind::Cgroup => {
-                if let Some(c) = &self.cgroup {
-                    c.validate()?
-                }
-            }
-            Kind::Container => {
-                if let Some(c) = &self.container {
-                    c.validate()?
-                }
-            }
+            None => {}
         }
         self.resources.validate("resources")?;
         self.collect.validate()
     }
 }
 
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
@@ -372,7 +545,7 @@ fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_env(prefix: &str, env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub(crate) fn validate_env(prefix: &str, env: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if env.len() > MAX_ENV {
         return Err(ApiError::invalid(
             prefix,
@@ -396,7 +569,11 @@ fn validate_env(prefix: &str, env: &BTreeMap<String, String>) -> Result<(), ApiE
     Ok(())
 }
 
-fn validate_command(field: &str, cmd: &[String], required: bool) -> Result<(), ApiError> {
+pub(crate) fn validate_command(
+    field: &str,
+    cmd: &[String],
+    required: bool,
+) -> Result<(), ApiError> {
     if required && cmd.is_empty() {
         return Err(ApiError::invalid(
             field,
@@ -418,127 +595,6 @@ fn validate_command(field: &str, cmd: &[String], required: bool) -> Result<(), A
         }
     }
     Ok(())
-}
-
-impl ProcessSpec {
-    fn validate(&self) -> Result<(), ApiError> {
-        validate_command("process.command", &self.command, true)?;
-        validate_env("process.env", &self.env)?;
-        if let Some(cwd) = &self.cwd {
-            if !cwd.starts_with('/') || cwd.contains('\0') || cwd.len() > 4096 {
-                return Err(ApiError::invalid(
-                    "process.cwd",
-                    format!("cwd {:?} must be an absolute path", truncate(cwd)),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl CgroupSpec {
-    fn validate(&self) -> Result<(), ApiError> {
-        match (&self.pids, &self.path) {
-            (Some(_), Some(_)) | (None, None) => Err(ApiError::invalid(
-                "cgroup",
-                "give exactly one of `pids` (adopt running processes) or `path` (adopt an existing cgroup)",
-            )),
-            (Some(pids), None) => {
-                if pids.is_empty() || pids.len() > 4096 {
-                    return Err(ApiError::invalid(
-                        "cgroup.pids",
-                        "give between 1 and 4096 pids",
-                    ));
-                }
-                if let Some(i) = pids.iter().position(|p| *p == 0) {
-                    return Err(ApiError::invalid(
-                        format!("cgroup.pids[{i}]"),
-                        "pid 0 is not a process",
-                    ));
-                }
-                Ok(())
-            }
-            (None, Some(path)) => {
-                let bad = path.is_empty()
-                    || path.len() > 4096
-                    || path.contains('\0')
-                    || path.split('/').any(|c| c == ".." || c == ".");
-                if bad {
-                    return Err(ApiError::invalid(
-                        "cgroup.path",
-                        format!(
-                            "invalid cgroup path {:?}: give a path below the cgroup root, e.g. \"/system.slice/foo.service\", without '.' or '..'",
-                            truncate(path)
-                        ),
-                    ));
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl ContainerSpec {
-    fn validate(&self) -> Result<(), ApiError> {
-        if let Some(a) = &self.adopt {
-            if a.is_empty()
-                || a.len() > 128
-                || !a
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-            {
-                return Err(ApiError::invalid(
-                    "container.adopt",
-                    "give the id or name of an existing container (1 to 128 of A-Z, a-z, 0-9, '.', '_', '-')",
-                ));
-            }
-            let extra = [
-                ("container.image", !self.image.is_empty()),
-                ("container.command", !self.command.is_empty()),
-                ("container.env", !self.env.is_empty()),
-                ("container.pull", self.pull),
-                ("container.privileged", self.privileged),
-                ("container.network", !self.network.is_default()),
-                ("container.host_pid", self.host_pid),
-                ("container.mounts", !self.mounts.is_empty()),
-            ];
-            if let Some((field, _)) = extra.iter().find(|(_, set)| *set) {
-                return Err(ApiError::invalid(
-                    *field,
-                    "an adopted container keeps its own configuration; give only `adopt`",
-                ));
-            }
-            return Ok(());
-        }
-        if self.image.is_empty()
-            || self.image.len() > 512
-            || self.image.contains(char::is_whitespace)
-        {
-            return Err(ApiError::invalid(
-                "container.image",
-                "give an image reference such as \"busybox:local\" (or `adopt` to adopt an existing container)",
-            ));
-        }
-        validate_command("container.command", &self.command, false)?;
-        validate_env("container.env", &self.env)?;
-        if self.mounts.len() > 64 {
-            return Err(ApiError::invalid(
-                "container.mounts",
-                "at most 64 mounts are allowed",
-            ));
-        }
-        for (i, m) in self.mounts.iter().enumerate() {
-            for (f, v) in [("source", &m.source), ("target", &m.target)] {
-                if !v.starts_with('/') || v.len() > 4096 || v.contains('\0') || v.contains(':') {
-                    return Err(ApiError::invalid(
-                        format!("container.mounts[{i}].{f}"),
-                        "give an absolute path without ':' or NUL",
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Resources {
@@ -643,7 +699,7 @@ mod tests {
         assert_eq!(s.resources.memory, Some(Memory(64 << 20)));
         assert_eq!(s.collect.interval, Duration::from_millis(100));
         assert_eq!(
-            s.process.as_ref().map(|p| p.restart),
+            s.section::<ProcessSpec>().map(|p| p.restart),
             Some(RestartPolicy::OnFailure)
         );
     }
@@ -716,6 +772,52 @@ mod tests {
         for (body, field) in cases {
             assert_eq!(field_of(&body).as_deref(), Some(field), "{body}");
         }
+    }
+
+    #[test]
+    fn one_section_only_named_at_the_second() {
+        let e = ObjectSpec::from_json(
+            br#"{"name":"x","kind":"process","process":{"command":["/bin/true"]},"cgroup":{"pids":[1]}}"#,
+        )
+        .expect_err("two sections");
+        assert_eq!(e.field.as_deref(), Some("cgroup"), "{e:?}");
+        let e = ObjectSpec::from_json(br#"{"name":"x","name":"y","kind":"process"}"#)
+            .expect_err("duplicate");
+        assert!(e.message.contains("duplicate field `name`"), "{e:?}");
+        let e = ObjectSpec::from_json(br#"{"name":"x","kind":"process","vm":{}}"#)
+            .expect_err("unknown section");
+        assert_eq!(e.field.as_deref(), Some("vm"));
+        assert!(e.message.contains("`process`"), "lists the keys: {e:?}");
+    }
+
+    /// The wire format is the contract's: written back, a spec reads the same, with the
+    /// section under its kind's key.
+    #[test]
+    fn specs_round_trip_with_the_section_under_its_key() {
+        for body in [
+            r#"{"name":"a","kind":"process","labels":{"t":"1"},"process":{"command":["/bin/true"],"restart":"always"},"resources":{"cpu":0.5},"collect":{"interval":"100ms"}}"#,
+            r#"{"name":"b","kind":"cgroup","cgroup":{"path":"/x"}}"#,
+            r#"{"name":"c","kind":"container","container":{"adopt":"abc"}}"#,
+        ] {
+            let s = ObjectSpec::from_json(body.as_bytes()).expect(body);
+            let v = serde_json::to_value(&s).expect("serialize");
+            let key = s.kind.as_str();
+            assert!(v.get(key).is_some_and(|x| x.is_object()), "{v}");
+            let back = ObjectSpec::from_json(v.to_string().as_bytes()).expect("read back");
+            assert_eq!(back, s);
+        }
+        let s = ObjectSpec::new(
+            "d",
+            ProcessSpec {
+                command: vec!["/bin/true".into()],
+                env: Default::default(),
+                cwd: None,
+                restart: RestartPolicy::Never,
+            },
+        );
+        assert_eq!(s.kind, Kind::Process);
+        assert!(s.section::<CgroupSpec>().is_none());
+        assert!(s.section::<ProcessSpec>().is_some());
     }
 
     #[test]
