@@ -107,9 +107,11 @@ impl Core for AgentHandle {
         &'a self,
         key: &'a str,
         patch: ObjectPatch,
-        wait: bool,
+        // The change is in the cgroup when the core answers, so `wait` changes nothing here
+        // (see `AgentHandle::update`).
+        _wait: bool,
     ) -> BoxFuture<'a, Result<Object, ApiError>> {
-        Box::pin(AgentHandle::update(self, key, patch, wait))
+        Box::pin(AgentHandle::update(self, key, patch))
     }
     fn delete<'a>(&'a self, key: &'a str, wait: bool) -> BoxFuture<'a, Result<Object, ApiError>> {
         Box::pin(AgentHandle::delete(self, key, wait))

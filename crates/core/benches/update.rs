@@ -43,7 +43,10 @@ fn bench(c: &mut Criterion) {
     cfg.stop_grace = Duration::from_millis(200);
     cfg.heartbeat_sinks = vec![];
     let (handle, shutdown) = rt.block_on(async {
-        let (agent, handle) = Agent::start(cfg).expect("agent starts");
+        let kinds = vec![nodeagent_engine::kinds::kind(
+            nodeagent_engine::kinds::process::ProcessKind::new,
+        )];
+        let (agent, handle) = Agent::start(cfg, kinds).expect("agent starts");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(agent.run(async move {
             let _ = rx.await;
@@ -67,7 +70,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let quota = 10_000 * (1 + i % 20);
-            rt.block_on(handle.update(&id, patch(quota as f64 / 100_000.0), false))
+            rt.block_on(handle.update(&id, patch(quota as f64 / 100_000.0)))
                 .unwrap();
             let got = std::fs::read_to_string(&file).unwrap();
             assert_eq!(got.trim(), quota.to_string());

@@ -1,26 +1,30 @@
 //! The event loop and the object registry it owns.
+//!
+//! Nothing here knows a kind: every kind is a [`KindDriver`] listed by the binary, and the
+//! generic lifecycle of an object (one operation in flight, syncs by generation, timers,
+//! restarts, supervision of main pids, deletes) is in `life.rs`. The host is the one built-in
+//! object.
 
-mod container;
+mod life;
 mod objects;
 mod restore;
 
+use crate::cmd::Cmd;
 use crate::handle::{AgentHandle, Created, HostInfo, PushAck, Shared};
 use crate::store::{Record, Store};
 use crate::{CoreConfig, CoreError};
+use life::{Life, Timers};
 use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, CgroupVersion, Cgroups, Parent};
-use nodeagent_drivers::process::{self as proc_driver, ExitStatus};
 use nodeagent_drivers::procfs::{HostFacts, ProcFs};
 use nodeagent_engine::collector::{Collector, Command, Target};
-use nodeagent_engine::managers::cgroup::{Adopted, CgroupKindManager};
-use nodeagent_engine::managers::container::ContainerManager;
-use nodeagent_engine::managers::process::ProcessManager;
+use nodeagent_engine::kinds::{KindEnv, KindFactory, KindMsg, Kinds};
 use nodeagent_engine::sinks::{self, SinkConfig, SinkHandle, SinkType};
 use nodeagent_engine::upstream::NodeInfo;
 use nodeagent_engine::{EventLog, Series, SeriesMap};
 use nodeagent_types::spec::{MAX_INTERVAL, MIN_INTERVAL};
 use nodeagent_types::{
-    new_object_id, ApiError, CollectSpec, Duration, ErrorCode, EventKind, Kind, Object,
-    ObjectPatch, ObjectSpec, Resources, RestartPolicy, Status, Timestamp, HOST_ID,
+    ApiError, CollectSpec, Duration, ErrorCode, EventKind, Kind, Object, ObjectSpec, Resources,
+    Status, Timestamp, HOST_ID,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -32,104 +36,20 @@ use tokio::sync::{mpsc, oneshot};
 /// How long network sinks get at shutdown to deliver what their spool holds.
 const SINK_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
-type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
-
-/// What front ends ask of the core (Firecracker's "action" enum).
-pub(crate) enum Cmd {
-    Create {
-        spec: Box<ObjectSpec>,
-        wait: bool,
-        /// Client-chosen idempotency key.
-        request_id: Option<String>,
-        reply: Reply<Created>,
-    },
-    Get {
-        key: String,
-        reply: Reply<Object>,
-    },
-    List {
-        reply: Reply<Vec<Object>>,
-    },
-    Update {
-        key: String,
-        patch: Box<ObjectPatch>,
-        reply: Reply<Object>,
-    },
-    Delete {
-        key: String,
-        wait: bool,
-        /// For an adopted container: stop and remove it rather than release it.
-        remove: bool,
-        reply: Reply<Object>,
-    },
-    PushOn {
-        key: String,
-        sink: String,
-        interval: Option<Duration>,
-        reply: Reply<PushAck>,
-    },
-    PushOff {
-        key: String,
-        sink: String,
-        reply: Reply<PushAck>,
-    },
-    PushOnce {
-        key: String,
-        sink: String,
-        reply: Reply<(String, oneshot::Receiver<Result<u64, String>>)>,
-    },
-    Host {
-        reply: Reply<HostInfo>,
-    },
-    /// A command sent from inside a span (the API request's, when tracing is on): the loop
-    /// handles it inside that span, so the core's spans join the request's trace.
-    Traced {
-        cmd: Box<Cmd>,
-        span: tracing::Span,
-    },
-}
-
-impl Cmd {
-    /// Whether the command may change what the store keeps (objects, requests, events).
-    fn writes(&self) -> bool {
-        match self {
-            Cmd::Get { .. } | Cmd::List { .. } | Cmd::Host { .. } => false,
-            Cmd::Traced { cmd, .. } => cmd.writes(),
-            _ => true,
-        }
-    }
-}
-
-/// Timers the loop sets for itself.
+/// Messages the loop gets from its own operations and from the kinds' watch tasks.
 enum Internal {
-    Restart(String),
-    /// A Docker operation's result, or news from the Docker event watcher.
-    Container(Box<container::Done>),
-}
-
-enum Work {
-    Host,
-    Process {
-        pid: Option<u32>,
-        started: Instant,
-        /// Consecutive quick failures, for the restart backoff.
-        failures: u32,
-    },
-    Adopted(Adopted),
-    Container(container::ContainerWork),
-}
-
-struct Deleting {
-    waiters: Vec<Reply<Object>>,
-    deadline: Instant,
-    killed: bool,
+    /// A driver operation that ran off the loop has ended.
+    Done { id: String, done: life::Done },
+    /// A kind's watch task has news.
+    Watch { kind: Kind, msg: KindMsg },
 }
 
 struct Entry {
     obj: Object,
+    /// The cgroup the fast path writes and the collector samples, while there is one.
     cg: Option<CgroupRef>,
-    work: Work,
-    deleting: Option<Deleting>,
+    /// The generic per-object machinery (`None` for the host).
+    life: Life,
 }
 
 /// The running core. [`Agent::start`] builds it (drivers, engine, sinks, the collector thread);
@@ -144,14 +64,11 @@ pub struct Agent {
     procfs: ProcFs,
     facts: HostFacts,
     node: Arc<str>,
-    processes: ProcessManager,
-    adopter: CgroupKindManager,
-    containers: ContainerManager,
-    /// Docker container id → object id, for the containers the agent runs or adopted.
-    by_docker: HashMap<String, String>,
-    /// Whether the Docker event watcher is connected (`None` before its first report).
-    docker_up: Option<bool>,
-    watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The kinds, as the binary listed them.
+    kinds: Kinds,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+    /// Wake-ups the loop set for itself (settle delays, requeues, restarts).
+    timers: Timers,
     collector: Collector,
     sinks: BTreeMap<String, Arc<SinkHandle>>,
     objects: objects::Objects,
@@ -165,24 +82,24 @@ pub struct Agent {
     persisted: HashMap<String, u64>,
     /// The last event sequence number written to the store.
     events_persisted: u64,
-    /// Start times of the process pids (`/proc/<pid>/stat` field 22), by object id.
-    pid_starts: HashMap<String, (u32, u64)>,
-    /// Processes re-adopted after a restart: no longer the agent's children, so their exit is
-    /// found by polling `/proc` (pid and start time), not by `waitpid`.
-    foreign: HashMap<String, (u32, u64)>,
     /// Event sequence numbers reserved in the store (see [`crate::store::Store::reserve_events`]).
     events_reserved: u64,
     /// Create requests with a `request_id`, to write with their object.
     pending_requests: Vec<(String, crate::store::RequestRecord)>,
     /// Objects were deleted since the last [`Agent::trim_heap`].
     deleted_since_trim: bool,
+    /// The agent's own network namespace, to tell an object's own from it.
+    own_net_ns: Option<u64>,
 }
 
 impl Agent {
     /// Builds the core: cgroup and procfs drivers, managers, sinks, the collector thread, and
     /// the host object with its heartbeat. Must be called inside a tokio runtime (sinks are
     /// tasks).
-    pub fn start(cfg: CoreConfig) -> Result<(Agent, AgentHandle), CoreError> {
+    pub fn start(
+        cfg: CoreConfig,
+        kinds: Vec<KindFactory>,
+    ) -> Result<(Agent, AgentHandle), CoreError> {
         let sd = &cfg.state_dir;
         std::fs::create_dir_all(sd.join("objects")).map_err(|source| CoreError::StateDir {
             path: sd.clone(),
@@ -263,10 +180,15 @@ impl Agent {
         });
         let (tx, rx) = mpsc::channel(1024);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
-        let processes = ProcessManager::new(cgroups.clone(), sd.join("objects"));
-        let adopter =
-            CgroupKindManager::new(cgroups.clone(), procfs.clone(), cfg.cgroup_root.clone());
-        let containers = ContainerManager::new(&cfg.docker_socket, cgroups.clone(), procfs.clone());
+        let env = KindEnv {
+            cgroups: cgroups.clone(),
+            procfs: procfs.clone(),
+            cgroup_root: cfg.cgroup_root.clone(),
+            objects_dir: sd.join("objects"),
+            stop_grace: cfg.stop_grace,
+        };
+        let kinds = Kinds::new(&env, kinds);
+        let own_net_ns = procfs.net_ns(std::process::id());
         let mut agent = Agent {
             rx,
             internal_tx,
@@ -276,12 +198,9 @@ impl Agent {
             procfs,
             facts,
             node,
-            processes,
-            adopter,
-            containers,
-            by_docker: HashMap::new(),
-            docker_up: None,
-            watcher: None,
+            kinds,
+            watchers: Vec::new(),
+            timers: Timers::default(),
             collector,
             sinks: sink_map,
             objects: objects::Objects::default(),
@@ -292,21 +211,21 @@ impl Agent {
             store,
             persisted: HashMap::new(),
             events_persisted,
-            pid_starts: HashMap::new(),
-            foreign: HashMap::new(),
             events_reserved: 0,
             pending_requests: Vec::new(),
             deleted_since_trim: false,
+            own_net_ns,
             cfg,
         };
         agent.add_host();
         let n = loaded.records.len();
-        for rec in loaded.records {
+        for mut rec in loaded.records {
+            let handle = rec.take_handle();
             agent.persisted.insert(
                 rec.object.id.clone(),
-                restore::hash_bytes(&Record::encode(&rec.object, rec.pid_start)),
+                restore::hash_bytes(&Record::encode(&rec.object, handle.as_ref())),
             );
-            agent.restore(rec);
+            agent.restore(rec.object, handle);
         }
         agent.persist(true);
         agent.reserve_seqs()?;
@@ -365,8 +284,7 @@ impl Agent {
             Entry {
                 obj,
                 cg: None,
-                work: Work::Host,
-                deleting: None,
+                life: Life::host(),
             },
         );
     }
@@ -384,10 +302,8 @@ impl Agent {
         };
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut fast = tokio::time::interval(std::time::Duration::from_millis(20));
-        fast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
-        self.start_container_watch();
+        self.start_watches();
         self.shared.events.emit(
             EventKind::AgentStarted,
             None,
@@ -401,11 +317,7 @@ impl Agent {
         self.persist(true);
         self.shared.ready.store(true, Ordering::Release);
         loop {
-            // Container deletes advance with their Docker operation, not with the tick.
-            let deleting = self
-                .objects
-                .values()
-                .any(|e| e.deleting.is_some() && !Self::is_container(e));
+            let next_timer = self.timers.next();
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(cmd) = self.rx.recv() => {
@@ -419,17 +331,17 @@ impl Agent {
                 }
                 Some(i) = self.internal_rx.recv() => self.internal(i),
                 Some(()) = async { match sigchld.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => self.reap(),
-                _ = tick.tick() => { self.reap(); self.check_foreign(); self.check_adopted(); self.trim_heap(); }
-                _ = fast.tick(), if deleting => { self.reap(); self.check_foreign(); self.progress_deletes(); }
+                _ = tick.tick() => { self.reap(); self.check_foreign(); self.poll_kinds(); self.trim_heap(); }
+                () = async { match next_timer { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } } => self.fire_timers(),
             }
             self.persist(false);
         }
         self.shared.ready.store(false, Ordering::Release);
         if self.cfg.stop_workloads {
-            self.stop_processes().await;
+            self.stop_workloads().await;
         }
         self.persist(true);
-        if let Some(w) = self.watcher.take() {
+        for w in self.watchers.drain(..) {
             w.abort();
         }
         let (tx, rx) = oneshot::channel();
@@ -470,7 +382,7 @@ impl Agent {
                 reply,
             } => {
                 let Some(rid) = request_id else {
-                    return self.dispatch_create(*spec, wait, reply);
+                    return self.create(*spec, wait, reply);
                 };
                 match self.known_request(&rid, &spec) {
                     Ok(Some(created)) => {
@@ -480,7 +392,7 @@ impl Agent {
                         let name = spec.name.clone();
                         let spec_json = serde_json::to_value(&*spec).unwrap_or_default();
                         let before = self.names.get(&name).cloned();
-                        self.dispatch_create(*spec, wait, reply);
+                        self.create(*spec, wait, reply);
                         // Recorded only when this create made an object (not when the name
                         // belonged to another one and the create was refused).
                         let made = self
@@ -516,11 +428,7 @@ impl Agent {
                 });
                 let _ = reply.send(Ok(v));
             }
-            Cmd::Update { key, patch, reply } => {
-                if let Some((patch, reply)) = self.hold_container_update(&key, *patch, reply) {
-                    let _ = reply.send(self.update(&key, patch));
-                }
-            }
+            Cmd::Update { key, patch, reply } => self.update(&key, *patch, reply),
             Cmd::Delete {
                 key,
                 wait,
@@ -548,16 +456,6 @@ impl Agent {
         }
     }
 
-    fn dispatch_create(&mut self, spec: ObjectSpec, wait: bool, reply: Reply<Created>) {
-        if spec.kind == Kind::Container {
-            self.create_container(spec, wait, reply);
-        } else {
-            let _ = reply.send(self.create(spec, wait));
-        }
-    }
-
-    /// The object an earlier create with `request_id` made, if it still exists; a conflict if
-    /// that create carried another spec.
     fn known_request(
         &self,
         request_id: &str,
@@ -618,122 +516,9 @@ impl Agent {
             .emit(kind, Some((&obj.id, &obj.name)), message, data)
     }
 
-    #[tracing::instrument(name = "core.create", skip_all)]
-    fn create(&mut self, spec: ObjectSpec, _wait: bool) -> Result<Created, ApiError> {
-        if spec.name == HOST_ID || self.names.contains_key(&spec.name) {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("name {:?} is already taken on this node", spec.name),
-            )
-            .with_field("name"));
-        }
-        self.check_cpuset(&spec.resources)?;
-        let id = new_object_id();
-        let mut obj = Object::new(id.clone(), spec, Status::Pending);
-        let (cg, work, net_pid) = match obj.kind {
-            Kind::Process => {
-                let (cg, sp) = self.processes.create(&id, &obj.spec)?;
-                obj.pid = Some(sp.pid);
-                obj.stdout_path = Some(sp.stdout_path.display().to_string());
-                obj.stderr_path = Some(sp.stderr_path.display().to_string());
-                (
-                    cg,
-                    Work::Process {
-                        pid: Some(sp.pid),
-                        started: Instant::now(),
-                        failures: 0,
-                    },
-                    None,
-                )
-            }
-            Kind::Cgroup => {
-                let a = self.adopter.adopt(&id, &obj.spec)?;
-                let first = a.origins.first().map(|o| o.0);
-                let net_pid = first.filter(|p| self.own_netns(*p));
-                (a.cg.clone(), Work::Adopted(a), net_pid)
-            }
-            Kind::Container => {
-                return Err(ApiError::internal(
-                    "container creates go through create_container",
-                ))
-            }
-            Kind::Host => {
-                return Err(ApiError::invalid("kind", "the host cannot be created"));
-            }
-        };
-        obj.cgroup = Some(self.cgroups.path(&cg));
-        let reader = match self.cgroups.stat_reader(&cg) {
-            Ok(r) => r,
-            Err(e) => {
-                self.undo_create(&obj, &cg, &work);
-                return Err(ApiError::internal(format!(
-                    "cannot sample the new cgroup: {e}"
-                )));
-            }
-        };
-        obj.status = Status::Running;
-        let series = self.shared.series.insert(Series::new(
-            id.clone(),
-            obj.name.clone(),
-            obj.kind,
-            self.cfg.ring_size,
-        ));
-        self.collector.send(Command::Add {
-            series,
-            target: Target::Cgroup { reader, net_pid },
-            interval: obj.spec.collect.interval.as_std(),
-        });
-        let event_id = self.emit(
-            EventKind::Created,
-            &obj,
-            format!("created {} {}", obj.kind, obj.name),
-            json!({"pid": obj.pid}),
-        );
-        self.emit(EventKind::Started, &obj, "running", json!({"pid": obj.pid}));
-        self.names.insert(obj.name.clone(), id.clone());
-        self.objects.insert(
-            id.clone(),
-            Entry {
-                obj: obj.clone(),
-                cg: Some(cg),
-                work,
-                deleting: None,
-            },
-        );
-        Ok(Created {
-            id,
-            event_id,
-            object: obj,
-        })
-    }
-
-    fn undo_create(&self, obj: &Object, cg: &CgroupRef, work: &Work) {
-        match work {
-            Work::Process { pid, .. } => {
-                self.processes.signal_all(cg, *pid, libc::SIGKILL);
-                if let Some(p) = pid {
-                    // Give the kernel a moment to take it out of the cgroup, then reap.
-                    for _ in 0..50 {
-                        if proc_driver::reap(*p).is_some() {
-                            break;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(2));
-                    }
-                }
-                let _ = self.processes.remove(cg);
-            }
-            Work::Adopted(a) => self.adopter.release(a),
-            Work::Host | Work::Container(_) => {}
-        }
-        tracing::warn!(id = %obj.id, "create rolled back");
-    }
-
     /// Whether `pid` has a network namespace of its own (not the agent's).
     fn own_netns(&self, pid: u32) -> bool {
-        match (
-            self.procfs.net_ns(pid),
-            self.procfs.net_ns(std::process::id()),
-        ) {
+        match (self.procfs.net_ns(pid), self.own_net_ns) {
             (Some(a), Some(b)) => a != b,
             _ => false,
         }
@@ -755,186 +540,6 @@ impl Agent {
         Ok(())
     }
 
-    #[tracing::instrument(name = "core.update", skip_all)]
-    fn update(&mut self, key: &str, patch: ObjectPatch) -> Result<Object, ApiError> {
-        let id = self.id_of(key)?;
-        if let Some(r) = &patch.resources {
-            self.check_cpuset(r)?;
-        }
-        let cgroups = self.cgroups.clone();
-        let e = self
-            .objects
-            .get_mut(&id)
-            .ok_or_else(|| ApiError::not_found(key))?;
-        if e.obj.kind == Kind::Host {
-            return Err(ApiError::precondition("the host object is read-only"));
-        }
-        if e.deleting.is_some() || e.obj.status == Status::Deleted {
-            return Err(ApiError::precondition(format!(
-                "object {} is being deleted",
-                e.obj.name
-            )));
-        }
-        if Self::is_container(e) {
-            return self.update_container(&id, patch);
-        }
-        let Some(cg) = e.cg.clone() else {
-            return Err(ApiError::precondition("object has no cgroup to update"));
-        };
-        let mut changed = Vec::new();
-        if let Some(r) = &patch.resources {
-            // The fast path: straight to cgroupfs. The spec records only what was applied.
-            cgroups
-                .apply(&cg, r)
-                .map_err(nodeagent_engine::managers::cgroup_error)?;
-            e.obj.spec.resources.merge(r);
-            changed.push(serde_json::to_value(r).unwrap_or_default());
-        }
-        let mut pause_event = None;
-        if let Some(p) = patch.paused {
-            if p != e.obj.paused {
-                if !matches!(e.obj.status, Status::Running | Status::Paused) {
-                    return Err(ApiError::precondition(format!(
-                        "object {} is {}; only a running object can be paused or resumed",
-                        e.obj.name, e.obj.status
-                    ))
-                    .with_field("paused"));
-                }
-                cgroups
-                    .freeze(&cg, p)
-                    .map_err(nodeagent_engine::managers::cgroup_error)
-                    .map_err(|er| er.with_field("paused"))?;
-                e.obj.paused = p;
-                e.obj.status = if p { Status::Paused } else { Status::Running };
-                pause_event = Some(if p {
-                    EventKind::Paused
-                } else {
-                    EventKind::Resumed
-                });
-            }
-        }
-        e.obj.updated_at = Timestamp::now();
-        let obj = e.obj.clone();
-        if !changed.is_empty() {
-            self.emit(
-                EventKind::Updated,
-                &obj,
-                "resources updated in place",
-                json!({"resources": changed[0]}),
-            );
-        }
-        if let Some(k) = pause_event {
-            self.emit(k, &obj, k.as_str(), serde_json::Value::Null);
-        }
-        Ok(obj)
-    }
-
-    #[tracing::instrument(name = "core.delete", skip_all)]
-    fn delete(&mut self, key: &str, wait: bool, remove: bool, reply: Reply<Object>) {
-        let id = match self.id_of(key) {
-            Ok(id) => id,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
-        };
-        let grace = self.cfg.stop_grace;
-        let Some(e) = self.objects.get_mut(&id) else {
-            let _ = reply.send(Err(ApiError::not_found(key)));
-            return;
-        };
-        if e.obj.kind == Kind::Host {
-            let _ = reply.send(Err(ApiError::precondition(
-                "the host object cannot be deleted",
-            )));
-            return;
-        }
-        if remove && !Self::is_container(e) {
-            let _ = reply.send(Err(ApiError::invalid(
-                "remove",
-                format!(
-                    "`remove` applies to adopted containers only; {} is a {}",
-                    e.obj.name, e.obj.kind
-                ),
-            )));
-            return;
-        }
-        if let Some(d) = &mut e.deleting {
-            if wait {
-                d.waiters.push(reply);
-            } else {
-                let _ = reply.send(Ok(e.obj.clone()));
-            }
-            return;
-        }
-        e.obj.message = Some("deleting".into());
-        let mut d = Deleting {
-            waiters: Vec::new(),
-            deadline: Instant::now() + grace,
-            killed: false,
-        };
-        let snapshot = e.obj.clone();
-        if wait {
-            d.waiters.push(reply);
-        } else {
-            let _ = reply.send(Ok(snapshot));
-        }
-        if let (Work::Process { pid, .. }, Some(cg)) = (&e.work, &e.cg) {
-            // Thaw first: a frozen process cannot act on SIGTERM.
-            if e.obj.paused {
-                let _ = self.cgroups.freeze(cg, false);
-            }
-            self.processes.signal_all(cg, *pid, libc::SIGTERM);
-        }
-        let container = Self::is_container(e);
-        e.deleting = Some(d);
-        self.collector.send(Command::Remove { id: id.clone() });
-        if container {
-            self.delete_container(&id, remove);
-            return;
-        }
-        self.progress_deletes();
-    }
-
-    /// Finishes deletions whose workload is gone, and escalates to SIGKILL past the grace.
-    fn progress_deletes(&mut self) {
-        let now = Instant::now();
-        let mut done = Vec::new();
-        for (id, e) in self.objects.iter_mut_unmarked() {
-            let Some(d) = &mut e.deleting else { continue };
-            let finished = match (&mut e.work, &e.cg) {
-                (Work::Process { pid, .. }, Some(cg)) => {
-                    let empty = self.processes.is_empty(cg);
-                    // Reap here: the entry goes away with the delete, and an unreaped child
-                    // would stay a zombie. A pid that is not our child and no longer in /proc
-                    // is gone too.
-                    if let Some(p) = *pid {
-                        if proc_driver::reap(p).is_some()
-                            || !self.procfs.root().join(p.to_string()).exists()
-                        {
-                            *pid = None;
-                        }
-                    }
-                    let reaped = pid.is_none();
-                    if !(empty && reaped) && now >= d.deadline && !d.killed {
-                        self.processes.signal_all(cg, *pid, libc::SIGKILL);
-                        d.killed = true;
-                    }
-                    empty && reaped
-                }
-                // Finished when its Docker operation answers (container::on_deleted).
-                (Work::Container(_), _) => false,
-                _ => true,
-            };
-            if finished {
-                done.push(id.clone());
-            }
-        }
-        for id in done {
-            self.finish_delete(&id);
-        }
-    }
-
     /// Hands freed heap back to the kernel after deletes. glibc keeps freed memory for reuse,
     /// so an agent that went from thousands of objects to few kept the RSS of the peak
     /// (measured: 1,000 objects deleted and 1,000 created again left ~9 MiB more than 1,000
@@ -948,244 +553,6 @@ impl Agent {
         // SAFETY: malloc_trim has no preconditions; it only returns free pages.
         unsafe {
             libc::malloc_trim(0);
-        }
-    }
-
-    /// Removes a deleted object from the registry, releases what it held, and answers the
-    /// deletes waiting for it.
-    fn finish_delete(&mut self, id: &str) {
-        self.deleted_since_trim = true;
-        {
-            let Some(mut e) = self.objects.remove(id) else {
-                return;
-            };
-            match (&e.work, &e.cg) {
-                (Work::Adopted(a), _) => self.adopter.release(a),
-                (Work::Process { .. }, Some(cg)) => {
-                    if let Err(er) = self.processes.remove(cg) {
-                        tracing::warn!(id = %id, error = %er, "remove cgroup");
-                    }
-                }
-                (Work::Container(_), _) => {
-                    if let Some(c) = &e.obj.container {
-                        self.by_docker.remove(&c.id);
-                    }
-                }
-                _ => {}
-            }
-            self.names.remove(&e.obj.name);
-            self.shared.series.remove(id);
-            e.obj.status = Status::Deleted;
-            e.obj.message = None;
-            e.obj.updated_at = Timestamp::now();
-            self.emit(
-                EventKind::Deleted,
-                &e.obj,
-                format!("deleted {}", e.obj.name),
-                serde_json::Value::Null,
-            );
-            if let Some(d) = e.deleting.take() {
-                for w in d.waiters {
-                    let _ = w.send(Ok(e.obj.clone()));
-                }
-            }
-        }
-    }
-
-    /// Reaps exited processes and applies their restart policy.
-    fn reap(&mut self) {
-        let mut exits = Vec::new();
-        for (id, e) in self.objects.iter() {
-            if let Work::Process { pid: Some(pid), .. } = e.work {
-                if let Some(st) = proc_driver::reap(pid) {
-                    exits.push((id.clone(), st));
-                }
-            }
-        }
-        for (id, st) in exits {
-            self.on_exit(&id, Some(st));
-        }
-    }
-
-    fn on_exit(&mut self, id: &str, st: Option<ExitStatus>) {
-        self.foreign.remove(id);
-        let tx = self.internal_tx.clone();
-        let Some(e) = self.objects.get_mut(id) else {
-            return;
-        };
-        let Work::Process {
-            pid,
-            started,
-            failures,
-        } = &mut e.work
-        else {
-            return;
-        };
-        *pid = None;
-        let (code, signal) = match st {
-            Some(ExitStatus::Code(c)) => (Some(c), None),
-            Some(ExitStatus::Signal(s)) => (None, Some(s)),
-            None => (None, None),
-        };
-        e.obj.exit_code = code;
-        e.obj.exit_signal = signal;
-        e.obj.updated_at = Timestamp::now();
-        if e.deleting.is_some() {
-            return;
-        }
-        let failed = code != Some(0);
-        let policy = e
-            .obj
-            .spec
-            .section::<nodeagent_types::ProcessSpec>()
-            .map_or(RestartPolicy::Never, |p| p.restart);
-        let restart = match policy {
-            RestartPolicy::Never => false,
-            RestartPolicy::OnFailure => failed,
-            RestartPolicy::Always => true,
-        };
-        let msg = match (code, signal) {
-            (Some(c), _) => format!("exited with code {c}"),
-            (_, Some(s)) => format!("killed by signal {s}"),
-            // A process re-adopted after a restart is not the agent's child: its exit code
-            // cannot be learnt.
-            _ => "exited while not a child of the agent (exit code unknown)".to_string(),
-        };
-        e.obj.paused = false;
-        if restart {
-            // A run of 10 s or more counts as healthy and resets the backoff.
-            if started.elapsed() >= std::time::Duration::from_secs(10) {
-                *failures = 0;
-            }
-            let delay = std::time::Duration::from_millis(100)
-                .saturating_mul(1u32 << (*failures).min(9))
-                .min(std::time::Duration::from_secs(30));
-            *failures += 1;
-            e.obj.status = Status::Pending;
-            e.obj.message = Some(format!("{msg}; restarting in {}", Duration(delay)));
-            let id2 = id.to_string();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = tx.send(Internal::Restart(id2));
-            });
-        } else {
-            e.obj.status = Status::Exited;
-            e.obj.message = Some(msg.clone());
-            self.collector.send(Command::Remove { id: id.to_string() });
-        }
-        let obj = e.obj.clone();
-        self.emit(
-            EventKind::Exited,
-            &obj,
-            msg,
-            json!({"exit_code": code, "signal": signal}),
-        );
-    }
-
-    fn internal(&mut self, i: Internal) {
-        match i {
-            Internal::Container(d) => self.container_done(*d),
-            Internal::Restart(id) => {
-                let Some(e) = self.objects.get_mut(&id) else {
-                    return;
-                };
-                if e.deleting.is_some() || e.obj.status != Status::Pending {
-                    return;
-                }
-                let Some(cg) = e.cg.clone() else { return };
-                match self.processes.spawn(&id, &cg, &e.obj.spec) {
-                    Ok(sp) => {
-                        if let Work::Process { pid, started, .. } = &mut e.work {
-                            *pid = Some(sp.pid);
-                            *started = Instant::now();
-                        }
-                        e.obj.pid = Some(sp.pid);
-                        e.obj.status = Status::Running;
-                        e.obj.restarts += 1;
-                        e.obj.exit_code = None;
-                        e.obj.exit_signal = None;
-                        e.obj.message = None;
-                        e.obj.updated_at = Timestamp::now();
-                        let obj = e.obj.clone();
-                        self.emit(
-                            EventKind::Restarted,
-                            &obj,
-                            format!("restart #{}", obj.restarts),
-                            json!({"pid": sp.pid}),
-                        );
-                    }
-                    Err(er) => {
-                        e.obj.status = Status::Failed;
-                        e.obj.message = Some(format!("restart failed: {}", er.message));
-                        let obj = e.obj.clone();
-                        self.collector.send(Command::Remove { id: id.clone() });
-                        self.emit(
-                            EventKind::Failed,
-                            &obj,
-                            format!("restart failed: {}", er.message),
-                            serde_json::Value::Null,
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// Adopted pids that have all exited, or an adopted path that vanished. This runs every
-    /// second for every adopted object, so it reads the collector's latest sample (no I/O) and
-    /// touches cgroupfs only when the sample cannot tell: no pids counter, or samples that stopped.
-    fn check_adopted(&mut self) {
-        let mut changed = Vec::new();
-        let now = Timestamp::now().as_nanos();
-        for (id, e) in self.objects.iter_mut_unmarked() {
-            if e.deleting.is_some() || !e.obj.status.is_live() {
-                continue;
-            }
-            let Work::Adopted(a) = &e.work else { continue };
-            let latest = self
-                .shared
-                .series
-                .get(id)
-                .and_then(|s| nodeagent_engine::series::lock(&s).latest_pids());
-            let stale_after = 2 * e
-                .obj
-                .spec
-                .collect
-                .interval
-                .as_std()
-                .max(std::time::Duration::from_secs(1));
-            let stale = latest.is_none_or(|(_, ts)| {
-                now.saturating_sub(ts.as_nanos()) > stale_after.as_nanos() as u64
-            });
-            let gone = match (&a.cg, latest) {
-                (CgroupRef::External(_), _) => stale && !self.cgroups.exists(&a.cg),
-                (CgroupRef::Owned(_), Some((Some(pids), _))) if !stale => pids == 0,
-                (CgroupRef::Owned(_), _) => self.adopter.procs(&a.cg).is_empty(),
-            };
-            if !gone {
-                continue;
-            }
-            let (status, msg) = match &a.cg {
-                CgroupRef::External(p) => (Status::Lost, format!("cgroup {p} no longer exists")),
-                CgroupRef::Owned(_) => (
-                    Status::Exited,
-                    "every adopted process has exited".to_string(),
-                ),
-            };
-            e.obj.status = status;
-            e.obj.message = Some(msg.clone());
-            e.obj.updated_at = Timestamp::now();
-            changed.push((id.clone(), e.obj.clone(), status, msg));
-        }
-        for (id, obj, status, msg) in changed {
-            self.objects.mark(&id);
-            self.collector.send(Command::Remove { id });
-            let k = if status == Status::Lost {
-                EventKind::Lost
-            } else {
-                EventKind::Exited
-            };
-            self.emit(k, &obj, msg, serde_json::Value::Null);
         }
     }
 
@@ -1203,24 +570,22 @@ impl Agent {
 
     fn collecting(&self, key: &str) -> Result<(String, Object), ApiError> {
         let e = self.lookup(key)?;
-        if e.deleting.is_some() || !e.obj.status.is_live() {
+        if e.life.deleting.is_some() || !e.obj.status.is_live() {
             return Err(ApiError::precondition(format!(
                 "object {} is {}; reports need a live object",
                 e.obj.name,
-                if e.deleting.is_some() {
+                if e.life.deleting.is_some() {
                     "being deleted".to_string()
                 } else {
                     e.obj.status.to_string()
                 }
             )));
         }
-        if let Work::Container(c) = &e.work {
-            if !c.is_collected() {
-                return Err(ApiError::precondition(format!(
-                    "container {} is not running yet; reports start once it runs",
-                    e.obj.name
-                )));
-            }
+        if !e.life.collecting {
+            return Err(ApiError::precondition(format!(
+                "{} {} is not running yet; reports start once it runs",
+                e.obj.kind, e.obj.name
+            )));
         }
         Ok((e.obj.id.clone(), e.obj.clone()))
     }

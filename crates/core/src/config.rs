@@ -37,8 +37,6 @@ pub struct CoreConfig {
     pub event_log_size: usize,
     /// Size at which `reports.jsonl` is rotated to `reports.jsonl.1`.
     pub file_sink_max_bytes: u64,
-    /// The Docker Engine's socket (a path or `unix://` URI), for the `container` kind.
-    pub docker_socket: String,
     /// What callers may create (commands, cgroups, container host access); see
     /// [`crate::policy`].
     pub policy: PolicyConfig,
@@ -61,7 +59,6 @@ impl CoreConfig {
             stop_workloads: false,
             event_log_size: 10_000,
             file_sink_max_bytes: 256 << 20,
-            docker_socket: nodeagent_drivers::docker::DEFAULT_SOCKET.to_string(),
             policy: PolicyConfig::default(),
         }
     }

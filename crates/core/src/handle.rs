@@ -1,6 +1,6 @@
 //! The handle front ends use to reach the core.
 
-use crate::agent::Cmd;
+use crate::cmd::Cmd;
 use nodeagent_engine::{EventLog, SeriesMap};
 use nodeagent_types::{ApiError, Duration, Event, Object, ObjectPatch, ObjectSpec, Sample};
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,8 @@ pub(crate) struct Shared {
     pub series: SeriesMap,
     pub events: Arc<EventLog>,
     pub ready: AtomicBool,
-    /// Checked on every create before the request reaches the loop (see [`crate::policy`]).
+    /// Checked on every create by the kind's rules, before anything else (see
+    /// [`crate::policy`]).
     pub policy: crate::policy::Policy,
     /// Every sink (built-in and configured), by name, for `/v1/sinks` and `/metrics`.
     pub sinks: Vec<Arc<nodeagent_engine::sinks::SinkHandle>>,
@@ -117,9 +118,6 @@ impl AgentHandle {
         request_id: Option<String>,
     ) -> Result<Created, ApiError> {
         spec.validate()?;
-        // Before anything else, so a refused request has no side effect and never depends on
-        // whether a driver is available.
-        self.shared.policy.check_create(&spec)?;
         let spec = Box::new(spec);
         self.call(|reply| Cmd::Create {
             spec,
@@ -137,17 +135,13 @@ impl AgentHandle {
     pub async fn list(&self) -> Result<Vec<Object>, ApiError> {
         self.call(|reply| Cmd::List { reply }).await
     }
-    /// In-place update. The change is in the cgroup files when this returns, with or without
-    /// `wait` (the fast path is a direct cgroupfs write).
-    pub async fn update(
-        &self,
-        key: &str,
-        patch: ObjectPatch,
-        wait: bool,
-    ) -> Result<Object, ApiError> {
+    /// In-place update. The change is in the cgroup files when this returns: the fast path is
+    /// a direct cgroupfs write, so there is nothing more to wait for (`?wait=true` of the HTTP
+    /// API is accepted and means the same). An outside system's own copy of the limits (Docker's)
+    /// follows off the request path; the object's sync state tells when.
+    pub async fn update(&self, key: &str, patch: ObjectPatch) -> Result<Object, ApiError> {
         patch.validate()?;
         let key = key.to_string();
-        let _ = wait;
         let patch = Box::new(patch);
         self.call(|reply| Cmd::Update { key, patch, reply }).await
     }

@@ -5,10 +5,15 @@
 //! samples and events are read from shared buffers without going through the loop.
 
 mod agent;
+mod cmd;
 pub mod config;
 mod handle;
-pub mod policy;
 pub mod store;
+
+/// The node's policy lives with the kinds whose rules it holds; re-exported for the binary.
+pub mod policy {
+    pub use nodeagent_engine::policy::*;
+}
 
 pub use agent::Agent;
 pub use config::{CoreConfig, SinkConfig, SinkStatus, SinkType};

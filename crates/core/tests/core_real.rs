@@ -3,6 +3,7 @@
 //! skips) without them.
 
 use nodeagent_core::{Agent, AgentHandle, CoreConfig};
+use nodeagent_engine::kinds;
 use nodeagent_types::{ErrorCode, ObjectPatch, ObjectSpec, Status};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -57,7 +58,11 @@ async fn start() -> Env {
     cfg.cgroup_parent = Some(parent.clone());
     cfg.stop_grace = Duration::from_millis(500);
     cfg.heartbeat_sinks = vec![];
-    let (agent, handle) = Agent::start(cfg).expect("agent starts");
+    let kinds = vec![
+        kinds::kind(kinds::process::ProcessKind::new),
+        kinds::kind(kinds::cgroup::CgroupKind::new),
+    ];
+    let (agent, handle) = Agent::start(cfg, kinds).expect("agent starts");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(agent.run(async move {
         let _ = rx.await;
@@ -135,7 +140,7 @@ async fn process_lifecycle_on_real_cgroups() {
     // In-place update: in the file when the call returns.
     let patch =
         ObjectPatch::from_json(br#"{"resources":{"cpu":0.25,"memory":"128Mi"}}"#).expect("patch");
-    let o = h.update(&id, patch, true).await.expect("update");
+    let o = h.update(&id, patch).await.expect("update");
     assert_eq!(
         read(&cg_file(&env.parent, "cpu", &id, "cpu.cfs_quota_us")),
         "25000"
@@ -156,7 +161,6 @@ async fn process_lifecycle_on_real_cgroups() {
         .update(
             &id,
             ObjectPatch::from_json(br#"{"paused":true}"#).expect("p"),
-            true,
         )
         .await
         .expect("pause");
@@ -169,7 +173,6 @@ async fn process_lifecycle_on_real_cgroups() {
         .update(
             &id,
             ObjectPatch::from_json(br#"{"paused":false}"#).expect("p"),
-            true,
         )
         .await
         .expect("resume");

@@ -5,7 +5,8 @@
 
 pub mod collector;
 pub mod events;
-pub mod managers;
+pub mod kinds;
+pub mod policy;
 pub mod prometheus;
 pub mod series;
 pub mod sinks;

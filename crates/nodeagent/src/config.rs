@@ -637,7 +637,6 @@ impl Config {
         core.stop_grace = self.stop_grace;
         core.stop_workloads = self.stop_workloads;
         core.policy = self.policy.clone();
-        core.docker_socket = self.docker_socket.clone();
         core
     }
 

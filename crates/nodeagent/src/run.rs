@@ -20,6 +20,7 @@ use crate::config::{AuthMode, Config, Env, Globals, RunArgs};
 use crate::security;
 use anyhow::{bail, Context as _};
 use nodeagent_core::Agent;
+use nodeagent_engine::kinds;
 use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -147,7 +148,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let access = access_summary(&cfg);
 
-    let (agent, handle) = Agent::start(cfg.core_config()).context("starting the agent core")?;
+    // The kinds this agent runs: adding a kind adds its line here.
+    let docker_socket = cfg.docker_socket.clone();
+    let kinds = vec![
+        kinds::kind(kinds::process::ProcessKind::new),
+        kinds::kind(kinds::cgroup::CgroupKind::new),
+        kinds::kind(move |env| kinds::container::ContainerKind::new(env, &docker_socket)),
+    ];
+    let (agent, handle) =
+        Agent::start(cfg.core_config(), kinds).context("starting the agent core")?;
     // Network sinks register the host with their upstream in the background (start-up never
     // waits for an upstream, which may be down); say which, or that there is none.
     let upstreams: Vec<String> = cfg

@@ -43,20 +43,6 @@ impl Objects {
         Some(*e)
     }
 
-    /// Marks an entry changed through [`Objects::iter_mut_unmarked`].
-    pub(super) fn mark(&mut self, id: &str) {
-        if self.map.contains_key(id) && !self.dirty.contains(id) {
-            self.dirty.insert(id.to_string());
-        }
-    }
-
-    /// Mutable iteration that marks nothing, for sweeps over every object that change few or
-    /// none (marking all would make the store re-encode every object every second). A caller
-    /// that changes an entry's `obj` must [`Objects::mark`] its id afterwards.
-    pub(super) fn iter_mut_unmarked(&mut self) -> impl Iterator<Item = (&String, &mut Entry)> {
-        self.map.iter_mut().map(|(k, v)| (k, &mut **v))
-    }
-
     pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &Entry)> {
         self.map.iter().map(|(k, v)| (k, &**v))
     }

@@ -52,9 +52,13 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub object: Object,
-    /// The start time (clock ticks after boot, `/proc/<pid>/stat` field 22) of `object.pid`:
-    /// with the pid, it identifies the process, so a recycled pid is never adopted.
+    /// What the object's kind needs after a restart (its opaque handle, see
+    /// `KindDriver::handle`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<serde_json::Value>,
+    /// Written before kinds had handles: the start time of a process's pid. Read into the
+    /// handle (`{"pid_start": ..}`), never written.
+    #[serde(default, skip_serializing)]
     pub pid_start: Option<u64>,
 }
 
@@ -64,14 +68,22 @@ pub struct Record {
 struct RecordRef<'a> {
     object: &'a Object,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pid_start: Option<u64>,
+    handle: Option<&'a serde_json::Value>,
 }
 
 impl Record {
     /// The bytes the store keeps for an object.
-    pub fn encode(object: &Object, pid_start: Option<u64>) -> Vec<u8> {
+    pub fn encode(object: &Object, handle: Option<&serde_json::Value>) -> Vec<u8> {
         // Serializing plain data to a Vec cannot fail; an empty value would be refused by load.
-        serde_json::to_vec(&RecordRef { object, pid_start }).unwrap_or_default()
+        serde_json::to_vec(&RecordRef { object, handle }).unwrap_or_default()
+    }
+
+    /// The handle, with one written before handles existed taken from its old field.
+    pub fn take_handle(&mut self) -> Option<serde_json::Value> {
+        self.handle.take().or_else(|| {
+            self.pid_start
+                .map(|st| serde_json::json!({"pid_start": st}))
+        })
     }
 }
 
@@ -104,8 +116,10 @@ pub struct Batch {
 impl Batch {
     /// Adds a record.
     pub fn put_record(&mut self, r: &Record) {
-        self.put
-            .push((r.object.id.clone(), Record::encode(&r.object, r.pid_start)));
+        self.put.push((
+            r.object.id.clone(),
+            Record::encode(&r.object, r.handle.as_ref()),
+        ));
     }
 
     /// Folds a later batch into this one, as if both were written in order: a later put or
@@ -378,10 +392,12 @@ mod tests {
             };
             batch.put_record(&Record {
                 object: obj("a"),
-                pid_start: Some(42),
+                handle: Some(serde_json::json!({"pid_start": 42})),
+                pid_start: None,
             });
             batch.put_record(&Record {
                 object: obj("b"),
+                handle: None,
                 pid_start: None,
             });
             s.write(&batch, true).unwrap();
@@ -398,7 +414,17 @@ mod tests {
         let l = s.load().unwrap();
         assert_eq!(l.records.len(), 1);
         assert_eq!(l.records[0].object.id, "a");
-        assert_eq!(l.records[0].pid_start, Some(42));
+        assert_eq!(
+            l.records[0].handle,
+            Some(serde_json::json!({"pid_start": 42}))
+        );
+        // A record written before handles existed keeps its pid's start time.
+        let mut old: Record = serde_json::from_str(&format!(
+            r#"{{"object":{},"pid_start":7}}"#,
+            serde_json::to_string(&obj("c")).unwrap()
+        ))
+        .unwrap();
+        assert_eq!(old.take_handle(), Some(serde_json::json!({"pid_start": 7})));
         // Bounded: only the newest 3 events stay, but the sequence number is remembered.
         assert_eq!(
             l.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -442,7 +468,8 @@ mod tests {
                 let mut b = Batch::default();
                 b.put_record(&Record {
                     object: o,
-                    pid_start: Some(1),
+                    handle: None,
+                    pid_start: None,
                 });
                 s.write(&b, immediate).unwrap();
             }

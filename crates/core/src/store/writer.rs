@@ -165,6 +165,7 @@ mod tests {
         let mut b = Batch::default();
         b.put_record(&Record {
             object: obj(id, restarts),
+            handle: None,
             pid_start: None,
         });
         b

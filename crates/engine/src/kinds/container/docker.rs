@@ -1,4 +1,4 @@
-//! The `container` manager: containers run through the Docker Engine, controlled through their
+//! The Docker side of the `container` kind: containers run through the Docker Engine, controlled through their
 //! cgroup files and brought in line with Docker afterwards.
 //!
 //! Everything here that talks to Docker is an `async fn` the core spawns as a task and whose
@@ -10,11 +10,7 @@
 //! client, so an engine that starts after the agent is picked up by the next request, and one
 //! that is absent costs a failed `connect(2)` per request (answered 503).
 
-mod watch;
-
-pub use watch::{watch, WatchMsg};
-
-use super::cgroup_error;
+use crate::kinds::cgroup_error;
 use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, Cgroups};
 use nodeagent_drivers::docker::{
     BindMount, ContainerInfo, CreateConfig, Docker, DockerError, ResourceUpdate,

@@ -5,8 +5,8 @@
 //! runs as root: a `process` object is a command run as root, a privileged container is root on
 //! the host, and adopting a cgroup is control over someone else's workload.
 //!
-//! [`Policy::check_create`] runs on every create, after the spec is validated and before
-//! anything else (the core's name check, a driver's availability): a refused request has no
+//! Each kind's [`crate::kinds::KindDriver::admit`] runs the rules that concern it on every
+//! create, after the spec is validated and before anything else (the core's name check, a driver's availability): a refused request has no
 //! side effect and gets 403 naming the field at fault and the rule (`policy.<setting>`).
 //!
 //! Defaults: processes and cgroups are unrestricted, so that a local admin's first run works
@@ -14,7 +14,9 @@
 //! host paths. A restrictive deployment lists what it allows.
 
 use nodeagent_drivers::procfs::ProcFs;
-use nodeagent_types::{ApiError, ContainerNetwork, ContainerSpec, Kind, ObjectSpec};
+use nodeagent_types::{ApiError, ContainerNetwork, ContainerSpec};
+#[cfg(test)]
+use nodeagent_types::{Kind, ObjectSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
@@ -219,8 +221,10 @@ impl Policy {
         }
     }
 
-    /// Whether `spec` may be created. The error is 403, names the field and the rule.
-    pub fn check_create(&self, spec: &ObjectSpec) -> Result<(), ApiError> {
+    /// Whether `spec` may be created, by the rules of its kind. The kinds call the rules that
+    /// concern them from [`crate::kinds::KindDriver::admit`]; this dispatch is for the tests.
+    #[cfg(test)]
+    fn check_create(&self, spec: &ObjectSpec) -> Result<(), ApiError> {
         match spec.kind {
             Kind::Process => match spec.section::<nodeagent_types::ProcessSpec>() {
                 Some(p) => self.check_process(&p.command, &p.env),
@@ -246,7 +250,7 @@ impl Policy {
         }
     }
 
-    fn check_process(
+    pub fn check_process(
         &self,
         command: &[String],
         env: &BTreeMap<String, String>,
@@ -312,7 +316,7 @@ impl Policy {
         Ok(())
     }
 
-    fn check_cgroup_path(&self, path: &str) -> Result<(), ApiError> {
+    pub fn check_cgroup_path(&self, path: &str) -> Result<(), ApiError> {
         let Some(parents) = &self.cgroup_parents else {
             return Ok(());
         };
@@ -333,7 +337,7 @@ impl Policy {
 
     /// Adopting a pid moves it, and so gives control over it: every cgroup it is in now must
     /// be within an allowed parent.
-    fn check_pids(&self, pids: &[u32]) -> Result<(), ApiError> {
+    pub fn check_pids(&self, pids: &[u32]) -> Result<(), ApiError> {
         let Some(parents) = &self.cgroup_parents else {
             return Ok(());
         };
@@ -380,7 +384,7 @@ impl Policy {
         Ok(())
     }
 
-    fn check_container(&self, c: &ContainerSpec) -> Result<(), ApiError> {
+    pub fn check_container(&self, c: &ContainerSpec) -> Result<(), ApiError> {
         if c.privileged && !self.allow_privileged {
             return Err(ApiError::forbidden(
                 "container.privileged",

@@ -1,7 +1,7 @@
 //! The `process` manager: a command spawned into a cgroup of its own, with its limits written
 //! before the command runs, and its output captured under the state dir.
 
-use super::cgroup_error;
+use crate::kinds::cgroup_error;
 use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, Cgroups};
 use nodeagent_drivers::process::{self, SpawnError, SpawnSpec};
 use nodeagent_types::{ApiError, ObjectSpec};
@@ -52,6 +52,12 @@ impl ProcessManager {
                 Err(e)
             }
         }
+    }
+
+    /// Where the object's output goes.
+    pub fn log_paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        let dir = self.objects_dir.join(id);
+        (dir.join("stdout.log"), dir.join("stderr.log"))
     }
 
     /// Starts (or restarts) the command in its existing cgroup.

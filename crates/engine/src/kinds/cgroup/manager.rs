@@ -2,7 +2,7 @@
 //! back where they came from on delete) or an existing cgroup path (controlled where it is, and
 //! never removed).
 
-use super::cgroup_error;
+use crate::kinds::cgroup_error;
 use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, Cgroups};
 use nodeagent_drivers::procfs::ProcFs;
 use nodeagent_types::{ApiError, ObjectSpec};
@@ -26,7 +26,8 @@ pub struct Adopted {
 /// A pid's cgroups before adoption, the `(controllers, path)` pairs of `/proc/<pid>/cgroup`,
 /// kept as one `controllers:path` line each in a single string: one allocation where a vector
 /// of pairs took two per hierarchy (about 1 KB an object on a v1 host, 10 MB at 10,000).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Origin(Box<str>);
 
 impl Origin {
