@@ -9,8 +9,9 @@ mod life;
 mod objects;
 mod restore;
 
+use crate::answer::{Created, HostInfo, PushAck};
 use crate::cmd::Cmd;
-use crate::handle::{AgentHandle, Created, HostInfo, PushAck, Shared};
+use crate::handle::{AgentHandle, Shared};
 use crate::store::{Record, Store};
 use crate::{CoreConfig, CoreError};
 use life::{Life, Timers};

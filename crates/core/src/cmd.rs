@@ -1,6 +1,6 @@
 //! What front ends ask of the core, as messages to its loop (Firecracker's "action" enum).
 
-use crate::handle::{Created, HostInfo, PushAck};
+use crate::answer::{Created, HostInfo, PushAck};
 use nodeagent_types::{ApiError, Duration, Object, ObjectPatch, ObjectSpec};
 use tokio::sync::oneshot;
 

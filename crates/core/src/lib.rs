@@ -5,6 +5,7 @@
 //! samples and events are read from shared buffers without going through the loop.
 
 mod agent;
+mod answer;
 mod cmd;
 pub mod config;
 mod handle;
@@ -16,8 +17,9 @@ pub mod policy {
 }
 
 pub use agent::Agent;
+pub use answer::{Created, DeleteOptions, HostInfo, PushAck};
 pub use config::{CoreConfig, SinkConfig, SinkStatus, SinkType};
-pub use handle::{AgentHandle, Created, DeleteOptions, HostInfo, PushAck};
+pub use handle::AgentHandle;
 pub use policy::{Policy, PolicyConfig, PolicyError};
 
 #[derive(Debug, thiserror::Error)]

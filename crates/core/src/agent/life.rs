@@ -16,8 +16,8 @@
 //!   the driver says to requeue.
 
 use super::{Agent, Entry, Internal};
+use crate::answer::Created;
 use crate::cmd::Reply;
-use crate::handle::Created;
 use nodeagent_drivers::cgroup::CgroupManager;
 use nodeagent_drivers::process::{self as proc_driver, ExitStatus};
 use nodeagent_engine::collector::{Command, Target};
