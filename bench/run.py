@@ -854,7 +854,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="reduced counts: a smoke run of every benchmark")
     ap.add_argument("--only", default="control,sampling,scale,reporting,startup")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--bin", default=BIN, help="the nodeagent binary to measure (for A/B runs)")
+    ap.add_argument("--raw", default=os.path.join(HERE, "results.json"), help="where the raw results go")
     a = ap.parse_args()
+    BIN = a.bin
     q = a.quick
     a.updates = 500 if q else 10000
     a.docker_updates = 200 if q else 10000
@@ -888,7 +891,7 @@ def main():
     R = {"mode": "quick" if q else "full", "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
          "machine": machine(), "load_start": os.getloadavg(),
          "binary": {"sha256": digest, "built": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(os.path.getmtime(src)))}}
-    raw_path = os.path.join(HERE, "results.json")
+    raw_path = a.raw
     benches = {"control": bench_control, "sampling": bench_sampling, "scale": bench_scale,
                "reporting": bench_reporting, "startup": bench_startup}
     try:
