@@ -251,6 +251,56 @@ async fn failed_create_leaves_nothing() {
     h.delete("nope", true).await.expect("delete");
 }
 
+/// A process the kernel's OOM killer ends is reported as an OOM kill, with one `oom_killed`
+/// event (issue 21), not as a bare "killed by signal 9"; and its log folder goes with its delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_killed_process_is_reported_as_such() {
+    let env = start().await;
+    let h = &env.handle;
+    // dash keeps a command substitution's output in memory: 64 MiB against a 16 MiB limit.
+    let c = h
+        .create(
+            spec(
+                r#"{"name":"hog","kind":"process","process":{"command":["/bin/sh","-c","a=$(head -c 67108864 /dev/zero | tr '\\000' a); echo ${#a}"]},"resources":{"memory":"16Mi"}}"#,
+            ),
+            true,
+        )
+        .await
+        .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let o = loop {
+        let o = h.get(&c.id).await.expect("get");
+        if o.status == Status::Exited || Instant::now() > deadline {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(o.status, Status::Exited, "{o:?}");
+    assert_eq!(o.exit_signal, Some(9), "{o:?}");
+    let msg = o.message.clone().unwrap_or_default();
+    assert!(msg.contains("OOM killer"), "{msg}");
+    let ooms: Vec<_> = h
+        .events(None)
+        .into_iter()
+        .filter(|e| {
+            e.kind.as_str() == "oom_killed" && e.object_id.as_deref() == Some(c.id.as_str())
+        })
+        .collect();
+    assert_eq!(ooms.len(), 1, "one event for the crash: {ooms:?}");
+    assert!(
+        ooms[0].data["count"].as_u64().unwrap_or(0) >= 1,
+        "{:?}",
+        ooms[0]
+    );
+    let logs = env.state.path().join("objects").join(&c.id);
+    assert!(logs.exists(), "{}", logs.display());
+    h.delete(&c.id, true).await.expect("delete");
+    assert!(
+        !logs.exists(),
+        "the log folder of a deleted object is removed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_code_and_restart_policy() {
     let env = start().await;

@@ -88,6 +88,8 @@ pub(super) struct Life {
     /// When the workload last (re)started, and the quick failures since, for the backoff.
     pub ran_since: Instant,
     pub failures: u32,
+    /// The cgroup's OOM kill count already reported (so an exit reports only new kills).
+    pub oom_seen: Option<u64>,
 }
 
 pub(super) struct Deleting {
@@ -120,6 +122,7 @@ impl Life {
             deleting: None,
             ran_since: Instant::now(),
             failures: 0,
+            oom_seen: None,
         }
     }
 
@@ -1389,10 +1392,33 @@ impl Agent {
         }
     }
 
+    /// The OOM kill count of the object's cgroup now (a fresh read of its file).
+    fn oom_kills(&self, id: &str) -> Option<u64> {
+        let cg = self.objects.get(id)?.cg.clone()?;
+        let mut reader = self.cgroups.stat_reader(&cg).ok()?;
+        let (mut buf, mut s) = (Vec::new(), nodeagent_types::Sample::default());
+        reader.read(&mut buf, &mut s).ok()?;
+        s.oom_kills
+    }
+
     /// The supervised main process of an object ended, with `st` where it was our child.
     fn on_exit(&mut self, id: &str, st: Option<ExitStatus>) {
+        // A SIGKILL with the cgroup's OOM kill count up is the kernel's OOM killer, not a
+        // signal someone sent: say so, once per exit, with how many it killed.
+        let oom = match st {
+            Some(ExitStatus::Signal(libc::SIGKILL)) => self.oom_kills(id),
+            _ => None,
+        };
         let Some(e) = self.objects.get_mut(id) else {
             return;
+        };
+        let new_ooms = match oom {
+            Some(n) => {
+                let before = e.life.oom_seen.unwrap_or(0);
+                e.life.oom_seen = Some(n);
+                n.saturating_sub(before)
+            }
+            None => 0,
         };
         e.life.main = None;
         let (code, signal) = match st {
@@ -1406,15 +1432,32 @@ impl Agent {
         if e.life.deleting.is_some() {
             return;
         }
+        let mut message = exit_message(code, signal);
+        if new_ooms > 0 {
+            message = match e.obj.spec.resources.memory {
+                Some(m) => format!(
+                    "{message}: killed by the OOM killer (memory limit {} bytes)",
+                    m.0
+                ),
+                None => format!("{message}: killed by the OOM killer"),
+            };
+            let obj = e.obj.clone();
+            self.emit(
+                EventKind::OomKilled,
+                &obj,
+                "out of memory: the kernel's OOM killer killed a process of the object",
+                json!({"count": new_ooms, "memory_limit_bytes": obj.spec.resources.memory.map(|m| m.0)}),
+            );
+        }
         let s = Stopped {
             status: Status::Exited,
             exit_code: code,
             exit_signal: signal,
-            message: exit_message(code, signal),
+            message,
             exit_event: true,
             idle: false,
             restartable: true,
-            detail: json!({}),
+            detail: json!({"oom_killed": new_ooms > 0}),
         };
         self.stopped(id, s, false);
     }

@@ -387,7 +387,18 @@ pub fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> Api
     let inner = e.inner().to_string();
     // serde_path_to_error's path already ends with an unknown field's own name, but a missing
     // field is reported at the path of the object that lacks it: name the field itself.
-    let parent = path;
+    // A position serde could not name (the JSON itself is broken there) names no field:
+    // `resources.?` is `resources`, and `?` alone is nothing.
+    let mut parent = path;
+    loop {
+        if parent == "?" {
+            parent.clear();
+        } else if let Some(p) = parent.strip_suffix(".?") {
+            parent = p.to_string();
+            continue;
+        }
+        break;
+    }
     let missing = inner
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split_once('`'))
@@ -818,6 +829,19 @@ mod tests {
         assert_eq!(s.kind, Kind::Process);
         assert!(s.section::<CgroupSpec>().is_none());
         assert!(s.section::<ProcessSpec>().is_some());
+    }
+
+    /// Broken JSON names no field (never `?`), or the last one serde could name.
+    #[test]
+    fn broken_json_names_no_unknown_field() {
+        for body in [r#"{"name":"x","#, "{", "[1,2", r#"{"name""#, "nul"] {
+            let e = ObjectSpec::from_json(body.as_bytes()).expect_err(body);
+            assert_ne!(e.field.as_deref(), Some("?"), "{body}: {e:?}");
+            assert!(
+                !e.field.as_deref().unwrap_or("").contains('?'),
+                "{body}: {e:?}"
+            );
+        }
     }
 
     #[test]

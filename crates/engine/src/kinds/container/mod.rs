@@ -44,6 +44,12 @@ struct Work {
     docker_paused: bool,
     /// The paused state the sync in flight sends Docker, if it sends one.
     sending_pause: Option<bool>,
+    /// Docker's `oom` events in this run of the container (one per process killed): the first
+    /// is an `oom_killed` event, the rest are counted into the run's `exited` event, so one
+    /// crash is one event, not one per killed process.
+    ooms: u64,
+    /// The init pid of the run those events belong to.
+    run_pid: Option<u32>,
 }
 
 /// What an operation learnt of a container, noted on its observation.
@@ -83,6 +89,7 @@ impl ContainerKind {
         info: ContainerInfo,
         started_once: bool,
         adopted: Option<bool>,
+        ooms: u64,
     ) -> Observed {
         let obs = if info.running && !info.restarting {
             match info.pid {
@@ -111,7 +118,11 @@ impl ContainerKind {
                 None => Observed::Unchanged,
             }
         } else {
-            Observed::Stopped(stopped(&info, started_once))
+            let mut s = stopped(&info, started_once);
+            if ooms > 0 {
+                s.detail["oom_kills"] = json!(ooms);
+            }
+            Observed::Stopped(s)
         };
         Observed::Noted(Box::new(obs), Box::new(Learned { info, adopted }))
     }
@@ -217,7 +228,7 @@ impl KindDriver for ContainerKind {
                     )
                     .with_field("container.adopt")));
                 }
-                let obs = Self::observe(&self.mgr, &self.procfs, *info, false, Some(true));
+                let obs = Self::observe(&self.mgr, &self.procfs, *info, false, Some(true), 0);
                 return Step::Now(Ok(obs));
             }
             Err(p) => p,
@@ -229,7 +240,7 @@ impl KindDriver for ContainerKind {
         let (id, spec) = (id.to_string(), spec.clone());
         Step::later(async move {
             let info = m.run(*prepared, &id, &spec).await?;
-            Ok(Self::observe(&m, &procfs, info, false, Some(false)))
+            Ok(Self::observe(&m, &procfs, info, false, Some(false), 0))
         })
     }
 
@@ -253,6 +264,10 @@ impl KindDriver for ContainerKind {
         }
         w.docker_id = Some(info.id.clone());
         w.docker_paused = info.paused && info.running;
+        if info.running && info.pid.is_some() && info.pid != w.run_pid {
+            w.run_pid = info.pid;
+            w.ooms = 0;
+        }
         if info.running && !info.restarting {
             w.started_once = true;
         }
@@ -343,12 +358,12 @@ impl KindDriver for ContainerKind {
         let Some(did) = w.docker_id.clone() else {
             return Step::Now(Ok(Observed::Unchanged));
         };
-        let started_once = w.started_once;
+        let (started_once, ooms) = (w.started_once, w.ooms);
         let (m, procfs) = (self.mgr.clone(), self.procfs.clone());
         Step::later(async move {
             let info = m.inspect(&did).await?;
             Ok(match info {
-                Some(i) => Self::observe(&m, &procfs, i, started_once, None),
+                Some(i) => Self::observe(&m, &procfs, i, started_once, None, ooms),
                 None => Observed::Gone {
                     message: format!("container {} was removed outside the agent", short_id(&did)),
                     detail: json!({"container": did}),
@@ -422,7 +437,7 @@ impl KindDriver for ContainerKind {
             let info = m.inspect(&did).await?;
             Ok(match info {
                 // The first inspect after a restart also learns how Docker holds the CPU limit.
-                Some(i) => Self::observe(&m, &procfs, i, started_once, Some(adopted)),
+                Some(i) => Self::observe(&m, &procfs, i, started_once, Some(adopted), 0),
                 None => Observed::Gone {
                     message: format!("container {} was removed outside the agent", short_id(&did)),
                     detail: json!({"container": did}),
@@ -492,13 +507,18 @@ impl KindDriver for ContainerKind {
                 let Some(id) = id else { return Vec::new() };
                 let mut actions = Vec::new();
                 if ev.action == "oom" {
-                    actions.push(Action::Emit {
-                        id: id.clone(),
-                        kind: EventKind::OomKilled,
-                        message: "out of memory: the kernel killed a process of the container"
-                            .into(),
-                        detail: json!({"container": ev.id}),
-                    });
+                    let w = self.work(&id);
+                    w.ooms += 1;
+                    if w.ooms == 1 {
+                        actions.push(Action::Emit {
+                            id: id.clone(),
+                            kind: EventKind::OomKilled,
+                            message: "out of memory: the kernel killed a process of the container \
+                                      (further kills in this run are counted in its exit)"
+                                .into(),
+                            detail: json!({"container": ev.id, "count": 1}),
+                        });
+                    }
                 }
                 actions.push(Action::Refresh(id));
                 actions

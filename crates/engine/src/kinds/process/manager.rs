@@ -54,6 +54,16 @@ impl ProcessManager {
         }
     }
 
+    /// Removes the object's log folder.
+    pub fn remove_logs(&self, id: &str) {
+        let dir = self.objects_dir.join(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %dir.display(), error = %e, "removing the log folder");
+            }
+        }
+    }
+
     /// Where the object's output goes.
     pub fn log_paths(&self, id: &str) -> (PathBuf, PathBuf) {
         let dir = self.objects_dir.join(id);

@@ -137,9 +137,11 @@ impl KindDriver for ProcessKind {
     }
 
     /// Removes the object's cgroup (its own leaf, whether or not the object still held it:
-    /// one restored as exited has it too).
+    /// one restored as exited has it too) and its log folder: a deleted object's output goes
+    /// with it (read it before the delete), so the state dir holds live objects only.
     fn forget(&mut self, id: &str, _obj: &Object, cg: Option<&CgroupRef>) {
         self.starts.remove(id);
+        self.mgr.remove_logs(id);
         let cg = cg
             .cloned()
             .unwrap_or_else(|| CgroupRef::Owned(id.to_string()));
