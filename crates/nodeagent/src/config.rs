@@ -145,7 +145,7 @@ pub struct RunArgs {
     #[arg(long, env = "NODEAGENT_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
 
-    /// Samples kept in memory per object for `GET /v1/objects/{id}/metrics` [default: 300]
+    /// Samples kept in memory per object for `GET /v1/objects/{id}/metrics` [default: 120]
     #[arg(long, env = "NODEAGENT_RING_SIZE", value_name = "N")]
     pub ring_size: Option<usize>,
 

@@ -250,3 +250,88 @@ fn cli_without_daemon_says_where_it_looked() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("nodeagent run"), "{err}");
 }
+
+/// Issue 21, error advice: a user shut out of the socket is told so, not asked whether the
+/// daemon runs (it does); `update NAME` with no flags names the CLI's flags, not the API's
+/// fields.
+#[test]
+fn cli_error_advice_fits_the_error() {
+    use std::os::unix::process::CommandExt as _;
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let o = common::command()
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("get")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = stderr(&o);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(!err.contains("is the daemon running"), "{err}");
+    assert!(err.contains("as root"), "{err}");
+
+    let o = d.cli(&["update", "some-object"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = stderr(&o);
+    for flag in ["--cpu", "--memory", "--pids", "--pause", "--resume"] {
+        assert!(err.contains(flag), "no {flag} in {err}");
+    }
+    assert!(!err.contains("resources"), "{err}");
+}
+
+/// Issue 21: a three-document `create -f` whose second document has a typo creates nothing,
+/// and the error names the document by index and name; with `--continue-on-error` the other
+/// two are created and the command still fails, naming the bad one.
+#[test]
+fn multi_document_create_is_all_or_nothing() {
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("three.yaml");
+    let doc = |name: &str, extra: &str| {
+        format!("name: {name}\nkind: process\nprocess:\n  command: [/bin/sleep, \"300\"]\n{extra}")
+    };
+    std::fs::write(
+        &file,
+        [
+            doc("multi-1", ""),
+            doc("multi-2", "resources:\n  memroy: 64Mi\n"),
+            doc("multi-3", ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let names = || -> Vec<String> {
+        let (_, v) = d.http("GET", "/v1/objects", None);
+        v["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["name"].as_str().map(str::to_string))
+            .filter(|n| n.starts_with("multi-"))
+            .collect()
+    };
+    let o = d.cli(&["create", "-f", file.to_str().unwrap(), "--wait"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = stderr(&o);
+    assert!(err.contains("document 2 of 3 (multi-2)"), "{err}");
+    assert!(err.contains("memroy"), "{err}");
+    assert!(err.contains("none was"), "{err}");
+    assert!(names().is_empty(), "created: {:?}", names());
+
+    let o = d.cli(&[
+        "create",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+        "--continue-on-error",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stderr(&o).contains("document 2 of 3 (multi-2)"), "{o:?}");
+    let mut got = names();
+    got.sort();
+    assert_eq!(got, vec!["multi-1", "multi-3"]);
+}

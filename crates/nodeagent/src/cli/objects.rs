@@ -20,6 +20,11 @@ pub struct CreateArgs {
     /// Answer once the object is running (or has failed), not when it is accepted
     #[arg(long)]
     pub wait: bool,
+    /// With several documents: create the good ones even if some are bad (or fail), and exit
+    /// 1 naming those. Without it, every document is checked first and none is created if one
+    /// is bad, and the first failure stops the rest
+    #[arg(long)]
+    pub continue_on_error: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,14 +84,133 @@ pub async fn create(client: &Client, out: OutputFormat, args: CreateArgs) -> any
     } else {
         "/v1/objects"
     };
-    for spec in specs {
-        let answer = client.post(path, &spec).await?;
-        match out {
-            OutputFormat::Json => print!("{}", output::json(&answer)),
-            OutputFormat::Table => println!("{}", summary("created", &answer)),
+    let n = specs.len();
+    if n == 1 {
+        let answer = client.post(path, &specs[0]).await?;
+        print_created(out, &answer);
+        return Ok(());
+    }
+    // Several documents: check them all before creating any (issue 21), so that a typo in the
+    // second is not found after the first was created and the third silently skipped.
+    let taken = existing_names(client).await?;
+    let bad = check_documents(&specs, &taken);
+    if !bad.is_empty() && !args.continue_on_error {
+        anyhow::bail!(
+            "{} of {n} documents cannot be created, so none was (--continue-on-error creates \
+             the others):\n  {}",
+            bad.len(),
+            bad.iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+    }
+    let mut failed: Vec<String> = bad.iter().map(|(_, m)| m.clone()).collect();
+    for m in &failed {
+        eprintln!("error: {m}");
+    }
+    let mut created: Vec<String> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        if bad.iter().any(|(j, _)| *j == i) {
+            continue;
+        }
+        match client.post(path, spec).await {
+            Ok(answer) => {
+                print_created(out, &answer);
+                created.push(document_label(i, n, spec));
+            }
+            Err(e) if args.continue_on_error => {
+                let m = format!("{}: {e:#}", document_label(i, n, spec));
+                eprintln!("error: {m}");
+                failed.push(m);
+            }
+            Err(e) => {
+                let rest: Vec<String> = (i + 1..n)
+                    .map(|j| document_label(j, n, &specs[j]))
+                    .collect();
+                let created = if created.is_empty() {
+                    "none".to_string()
+                } else {
+                    created.join(", ")
+                };
+                let rest = if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not attempted: {}", rest.join(", "))
+                };
+                anyhow::bail!(
+                    "{}: {e:#} (created before it: {created}{rest})",
+                    document_label(i, n, spec)
+                );
+            }
         }
     }
+    if !failed.is_empty() {
+        anyhow::bail!("{} of {n} documents were not created", failed.len());
+    }
     Ok(())
+}
+
+fn print_created(out: OutputFormat, answer: &Value) {
+    match out {
+        OutputFormat::Json => print!("{}", output::json(answer)),
+        OutputFormat::Table => println!("{}", summary("created", answer)),
+    }
+}
+
+/// `document 2 of 3 (web-2)`: how an error names a document of a multi-document file.
+fn document_label(i: usize, n: usize, spec: &Value) -> String {
+    match spec.get("name").and_then(Value::as_str) {
+        Some(name) => format!("document {} of {n} ({name})", i + 1),
+        None => format!("document {} of {n} (no name)", i + 1),
+    }
+}
+
+/// The names of the objects the daemon has now.
+async fn existing_names(client: &Client) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let list = client.get("/v1/objects").await?;
+    Ok(list
+        .get("objects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Every document that cannot be created, by index, with the reason: a spec the server's own
+/// rules refuse (the same parser, from the types crate), a name used twice in the file, or a
+/// name the daemon already has. What only the daemon can know (its policy, a missing image)
+/// still shows at create time.
+fn check_documents(
+    specs: &[Value],
+    taken: &std::collections::BTreeSet<String>,
+) -> Vec<(usize, String)> {
+    let n = specs.len();
+    let mut bad = Vec::new();
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    for (i, spec) in specs.iter().enumerate() {
+        let label = document_label(i, n, spec);
+        let bytes = serde_json::to_vec(spec).unwrap_or_default();
+        match nodeagent_types::ObjectSpec::from_json(&bytes) {
+            Err(e) => bad.push((i, format!("{label}: {e}"))),
+            Ok(s) => {
+                if let Some(j) = seen.insert(s.name.clone(), i) {
+                    bad.push((
+                        i,
+                        format!("{label}: name {:?} is also document {}", s.name, j + 1),
+                    ));
+                } else if taken.contains(&s.name) {
+                    bad.push((
+                        i,
+                        format!("{label}: name {:?} is already taken on the node", s.name),
+                    ));
+                }
+            }
+        }
+    }
+    bad
 }
 
 pub async fn get(client: &Client, out: OutputFormat, args: GetArgs) -> anyhow::Result<()> {
@@ -111,6 +235,15 @@ pub async fn get(client: &Client, out: OutputFormat, args: GetArgs) -> anyhow::R
 
 pub async fn update(client: &Client, out: OutputFormat, args: UpdateArgs) -> anyhow::Result<()> {
     let body = patch_body(&args);
+    if body.as_object().is_some_and(Map::is_empty) {
+        // Sent as it is, the server's answer would name the API's fields (`resources`,
+        // `paused`), which the CLI user never sees.
+        anyhow::bail!(
+            "nothing to update for {}: give at least one of --cpu, --cpu-weight, --cpuset, \
+             --memory, --pids, --pause or --resume",
+            args.id
+        );
+    }
     let mut path = format!("/v1/objects/{}", segment(&args.id));
     if args.wait {
         path.push_str("?wait=true");
@@ -343,6 +476,23 @@ mod tests {
         assert_eq!(specs[1]["name"], json!("b"));
         let specs = parse_specs(r#"{"name":"a"}"#, true).expect("json");
         assert_eq!(specs, vec![json!({"name": "a"})]);
+    }
+
+    #[test]
+    fn every_bad_document_is_named() {
+        let specs = parse_specs(
+            "name: a\nkind: process\nprocess: {command: [/bin/true]}\n---\nname: b\nkind: process\nprocess: {command: [/bin/true]}\nresources: {memroy: 1Mi}\n---\nname: a\nkind: process\nprocess: {command: [/bin/true]}\n---\nname: c\nkind: process\nprocess: {command: [/bin/true]}\n",
+            false,
+        )
+        .expect("yaml");
+        let taken = ["c".to_string()].into_iter().collect();
+        let bad = check_documents(&specs, &taken);
+        let idx: Vec<usize> = bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(idx, vec![1, 2, 3], "{bad:?}");
+        assert!(bad[0].1.starts_with("document 2 of 4 (b): "), "{bad:?}");
+        assert!(bad[0].1.contains("memroy"), "{bad:?}");
+        assert!(bad[1].1.contains("also document 1"), "{bad:?}");
+        assert!(bad[2].1.contains("already taken"), "{bad:?}");
     }
 
     #[test]
