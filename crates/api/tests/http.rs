@@ -419,7 +419,44 @@ async fn push_routes() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error().1.as_deref(), Some("sink"));
 
-    assert_eq!(core.calls(), ["push_on", "push_once", "push_off"]);
+    // The report mode (issue 21): a push-on that asks a sink for a mode other than its own is
+    // refused naming `mode`, before it reaches the core; its own mode is accepted.
+    let r = send(
+        &core,
+        req(
+            Method::POST,
+            &format!("{base}/push-on"),
+            r#"{"sink":"file","mode":"batch"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error().1.as_deref(), Some("mode"));
+    let r = send(
+        &core,
+        req(
+            Method::POST,
+            &format!("{base}/push-on"),
+            r#"{"sink":"file","mode":"latest"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["mode"], "latest");
+
+    // push-on reads the sinks (for their report mode) before it calls the core.
+    assert_eq!(
+        core.calls(),
+        [
+            "sinks",
+            "push_on",
+            "push_once",
+            "push_off",
+            "sinks",
+            "sinks",
+            "push_on"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -368,6 +368,7 @@ mod tests {
         let st = |name: &str, kind, connected| crate::sinks::SinkStatus {
             name: name.into(),
             kind,
+            mode: nodeagent_types::ReportMode::Batch,
             target: None,
             queue_depth: 3,
             queue_capacity: 1024,

@@ -78,6 +78,7 @@ Example:
   spool_max_bytes = \"1Gi\"      # grpc, nats: disk spool cap; past it the oldest records drop
   spool_segment_bytes = \"16Mi\" # grpc, nats: spool segment size
   spool_fsync = \"1s\"           # grpc, nats: always | never | an interval
+  mode = \"batch\"               # report mode: batch (grpc, nats default) | latest (file, stdout)
   queue = 1024                 # batches in memory before the spool (every type)
   labels = { rack = \"r1\" }     # grpc: sent at registration
 

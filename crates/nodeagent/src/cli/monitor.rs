@@ -23,9 +23,30 @@ pub struct PushArgs {
     /// Sink name: stdout, file, or one named in the daemon's config file
     #[arg(long, value_name = "NAME")]
     pub sink: String,
-    /// Report interval for `on`, e.g. 1s or 100ms [default: the object's collect interval]
+    /// Report interval for `on`, e.g. 1s or 100ms [default: 1s]
+    ///
+    /// What is sent each interval depends on --mode.
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<String>,
+    /// What `on` sends each interval [default: the sink's mode: latest for file and stdout,
+    /// batch for grpc and nats]
+    ///
+    /// latest: the newest sample, once per interval (one record per interval, whatever the
+    /// object's collect interval). batch: every sample taken since the last report, sent
+    /// together each interval (nothing sampled is left out; right for upstream sinks). A sink's
+    /// mode is set by `mode` in its [[sink]] section of the daemon's config file; a push-on
+    /// that asks for the other mode is refused.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<ModeArg>,
+}
+
+/// `--mode` of `push on`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeArg {
+    /// The newest sample, once per interval
+    Latest,
+    /// Every sample, sent together each interval
+    Batch,
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +80,15 @@ pub async fn push(client: &Client, out: OutputFormat, args: PushArgs) -> anyhow:
         }
         body["interval"] = json!(interval);
     }
+    if let Some(mode) = args.mode {
+        if args.action != PushAction::On {
+            anyhow::bail!("--mode only applies to `push on`");
+        }
+        body["mode"] = json!(match mode {
+            ModeArg::Latest => "latest",
+            ModeArg::Batch => "batch",
+        });
+    }
     let path = format!("/v1/objects/{}/{route}", segment(&args.id));
     let ack = client.post(&path, &body).await?;
     match out {
@@ -81,7 +111,12 @@ fn push_summary(action: PushAction, args: &PushArgs, ack: &Value) -> String {
                 .and_then(Value::as_str)
                 .map(|i| format!(" every {i}"))
                 .unwrap_or_default();
-            format!("push on: {id} -> sink {sink}{every}")
+            let mode = ack
+                .get("mode")
+                .and_then(Value::as_str)
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            format!("push on: {id} -> sink {sink}{every}{mode}")
         }
         PushAction::Off => format!("push off: {id} -> sink {sink}"),
         PushAction::Once => {
