@@ -509,7 +509,17 @@ async fn prometheus_text_has_its_content_type() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    assert_eq!(r.body, b"nodeagent_up 1\n");
+    let text = String::from_utf8_lossy(&r.body);
+    // The core's text, then each listed object's status and restarts (issue 21).
+    assert!(text.starts_with("nodeagent_up 1\n"), "{text}");
+    assert!(
+        text.contains("# TYPE nodeagent_object_status gauge\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nodeagent_object_restarts_total{id=\"0123456789abcdef\",name=\"web-1\",kind=\"process\"} 0\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

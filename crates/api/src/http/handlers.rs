@@ -319,13 +319,21 @@ pub async fn events(
 }
 
 /// `GET /metrics`: Prometheus text exposition format 0.0.4.
+///
+/// The core's text (samples, sinks) plus the objects' status, restart and exit-code families,
+/// from the object list (one round trip to the core's loop). Should the list fail (the core is
+/// stopping), the rest is served without them.
 pub async fn prometheus(State(api): State<Api>) -> Response {
+    let mut text = api.core.prometheus_text();
+    if let Ok(objects) = api.core.list().await {
+        nodeagent_engine::prometheus::render_objects(&objects, &mut text);
+    }
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        api.core.prometheus_text(),
+        text,
     )
         .into_response()
 }
