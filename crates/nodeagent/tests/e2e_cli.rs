@@ -335,3 +335,54 @@ fn multi_document_create_is_all_or_nothing() {
     got.sort();
     assert_eq!(got, vec!["multi-1", "multi-3"]);
 }
+
+/// Issue 21, item 9: `get` shows usage beside the limits (cores, bytes and percent), the exit
+/// code and restarts; `host` CPU percent by mode and memory used of total; `metrics` IO and NET
+/// as rates, totals with `--totals`.
+#[test]
+fn cli_shows_usage_not_only_limits() {
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("busy.yaml");
+    std::fs::write(
+        &spec,
+        "name: busy-1\nkind: process\nprocess:\n  command: [/bin/sh, -c, \"while :; do :; done\"]\n\
+         resources: {cpu: 0.5, memory: 64Mi}\ncollect: {interval: 100ms}\n",
+    )
+    .unwrap();
+    ok(d.cli(&["create", "-f", spec.to_str().unwrap(), "--wait"]));
+    let row = eventually(Duration::from_secs(10), "CPU usage in `get`", || {
+        let out = ok(d.cli(&["get"]));
+        let row = out.lines().find(|l| l.contains("busy-1"))?.to_string();
+        let cpu = row
+            .split_whitespace()
+            .find(|c| c.ends_with("/0.50"))?
+            .strip_suffix("/0.50")?
+            .parse::<f64>()
+            .ok()?;
+        (cpu > 0.3).then_some(row)
+    });
+    let header = ok(d.cli(&["get"])).lines().next().unwrap_or("").to_string();
+    assert!(
+        header.contains("EXIT") && header.contains("RESTARTS"),
+        "{header}"
+    );
+    assert!(row.contains("/64Mi ") && row.contains('%'), "{row}");
+
+    let host = ok(d.cli(&["host"]));
+    assert!(host.contains("user ") && host.contains("idle "), "{host}");
+    assert!(host.contains("memory used"), "{host}");
+    assert!(
+        !host.contains("sample.host.cpu.user"),
+        "raw counters in:\n{host}"
+    );
+
+    let out = ok(d.cli(&["metrics", "busy-1", "--limit", "2"]));
+    let header = out.lines().next().unwrap_or("");
+    assert!(header.contains("IO/s") && header.contains("NET/s"), "{out}");
+    let out = ok(d.cli(&["metrics", "busy-1", "--limit", "2", "--totals"]));
+    let header = out.lines().next().unwrap_or("");
+    assert!(!header.contains("IO/s") && header.contains("IO"), "{out}");
+    ok(d.cli(&["delete", "busy-1", "--wait"]));
+}

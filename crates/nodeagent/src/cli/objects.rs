@@ -29,8 +29,10 @@ pub struct CreateArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// Id or name of one object; without it, list all. In the list, CPU and MEMORY are the
-    /// object's limits
+    /// Id or name of one object; without it, list all. In the list, CPU is the cores used
+    /// over the last two samples and the limit (`0.48/0.50`), MEMORY the bytes used, the limit
+    /// and the percent of it (`12Mi/64Mi 19%`); EXIT is the last exit code (or signal) and
+    /// RESTARTS the restarts by the restart policy
     pub id: Option<String>,
 }
 
@@ -226,7 +228,10 @@ pub async fn get(client: &Client, out: OutputFormat, args: GetArgs) -> anyhow::R
             let list = client.get("/v1/objects").await?;
             match out {
                 OutputFormat::Json => print!("{}", output::json(&list)),
-                OutputFormat::Table => print!("{}", list_table(&list)),
+                OutputFormat::Table => {
+                    let usage = usage_of(client, &list).await;
+                    print!("{}", list_table(&list, &usage))
+                }
             }
         }
     }
@@ -386,7 +391,72 @@ fn summary(verb: &str, answer: &Value) -> String {
     line
 }
 
-fn list_table(list: &Value) -> String {
+/// The two newest samples of each listed object, by id, for the usage columns: one small
+/// request per object over the socket. An object with no samples (or gone meanwhile) has none.
+async fn usage_of(client: &Client, list: &Value) -> std::collections::BTreeMap<String, Value> {
+    let mut out = std::collections::BTreeMap::new();
+    let ids = list
+        .get("objects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("id").and_then(Value::as_str));
+    for id in ids {
+        let path = format!("/v1/objects/{}/metrics?limit=2", segment(id));
+        if let Ok(v) = client.get(&path).await {
+            out.insert(id.to_string(), v);
+        }
+    }
+    out
+}
+
+/// `0.48/0.50`: cores used (over the last two samples) and the limit; `-` for either that is
+/// not known.
+fn cpu_cell(limit: Option<&Value>, samples: &[Value]) -> String {
+    let used = match samples {
+        [.., prev, cur] => super::monitor::cpu_cores(prev, cur).map(|c| format!("{c:.2}")),
+        _ => None,
+    };
+    let limit = limit.and_then(Value::as_f64).map(|l| format!("{l:.2}"));
+    match (used, limit) {
+        (None, None) => "-".to_string(),
+        (u, None) => u.unwrap_or_else(|| "-".to_string()),
+        (u, Some(l)) => format!("{}/{l}", u.unwrap_or_else(|| "-".to_string())),
+    }
+}
+
+/// `12Mi/64Mi 19%`: bytes used (latest sample), the limit and the percent of it.
+fn memory_cell(limit: Option<u64>, samples: &[Value]) -> String {
+    let used = samples
+        .last()
+        .and_then(|s| s.get("memory_bytes"))
+        .and_then(Value::as_u64);
+    match (used, limit) {
+        (None, None) => "-".to_string(),
+        (Some(u), None) => output::bytes(u),
+        (None, Some(l)) => format!("-/{}", output::bytes(l)),
+        (Some(u), Some(l)) => format!(
+            "{}/{} {:.0}%",
+            output::bytes(u),
+            output::bytes(l),
+            u as f64 * 100.0 / l.max(1) as f64
+        ),
+    }
+}
+
+/// The last exit code, `sig N` for a signal, or `-`.
+fn exit_cell(o: &Value) -> String {
+    match (
+        o.get("exit_code").and_then(Value::as_i64),
+        o.get("exit_signal").and_then(Value::as_i64),
+    ) {
+        (Some(c), _) => c.to_string(),
+        (None, Some(s)) => format!("sig {s}"),
+        _ => "-".to_string(),
+    }
+}
+
+fn list_table(list: &Value, usage: &std::collections::BTreeMap<String, Value>) -> String {
     let empty = Vec::new();
     let objects = list
         .get("objects")
@@ -400,16 +470,23 @@ fn list_table(list: &Value) -> String {
     if containers {
         headers.push("CONTAINER");
     }
-    headers.extend(["CPU", "MEMORY", "AGE"]);
+    headers.extend(["CPU", "MEMORY", "EXIT", "RESTARTS", "AGE"]);
     let mut t = Table::new(&headers);
+    let none = Vec::new();
     for o in objects {
         let res = o.pointer("/spec/resources");
-        let cpu = res.and_then(|r| r.get("cpu"));
-        let memory = res
-            .and_then(|r| r.get("memory"))
-            .and_then(Value::as_u64)
-            .map(output::bytes)
-            .unwrap_or_else(|| "-".to_string());
+        let samples = o
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| usage.get(id))
+            .and_then(|u| u.get("samples"))
+            .and_then(Value::as_array)
+            .unwrap_or(&none);
+        let cpu = cpu_cell(res.and_then(|r| r.get("cpu")), samples);
+        let memory = memory_cell(
+            res.and_then(|r| r.get("memory")).and_then(Value::as_u64),
+            samples,
+        );
         let mut row = vec![
             output::cell(o.get("id")),
             output::cell(o.get("name")),
@@ -421,8 +498,10 @@ fn list_table(list: &Value) -> String {
             row.push(container_cell(o.get("container")));
         }
         row.extend([
-            output::cell(cpu),
+            cpu,
             memory,
+            exit_cell(o),
+            output::cell(o.get("restarts")),
             output::age_of(o.get("created_at").unwrap_or(&Value::Null)),
         ]);
         t.row(row);
@@ -526,10 +605,43 @@ mod tests {
             {"id": "b", "name": "c", "kind": "container", "status": "running",
              "container": {"id": "5ca7b6e27ad52f33", "sync": "in_sync"}},
         ]});
-        let t = list_table(&list);
+        let t = list_table(&list, &Default::default());
         assert!(t.lines().next().unwrap_or("").contains("CONTAINER"), "{t}");
         let only_processes = json!({"objects": [{"id": "a", "kind": "process"}]});
-        assert!(!list_table(&only_processes).contains("CONTAINER"));
+        assert!(!list_table(&only_processes, &Default::default()).contains("CONTAINER"));
+    }
+
+    /// Issue 21: the list shows usage beside the limits, the exit code and the restarts.
+    #[test]
+    fn list_shows_usage_exit_and_restarts() {
+        let list = json!({"objects": [
+            {"id": "a", "name": "p", "kind": "process", "status": "running", "restarts": 2,
+             "spec": {"resources": {"cpu": 0.5, "memory": 67108864}}},
+            {"id": "b", "name": "q", "kind": "process", "status": "exited", "exit_code": 3,
+             "restarts": 0, "spec": {}},
+        ]});
+        let usage: std::collections::BTreeMap<String, Value> = [(
+            "a".to_string(),
+            json!({"samples": [
+                {"seq": 1, "ts": "2024-05-01T00:00:00Z", "cpu_usage_ns": 0, "memory_bytes": 1},
+                {"seq": 2, "ts": "2024-05-01T00:00:01Z", "cpu_usage_ns": 480000000,
+                 "memory_bytes": 16777216u64},
+            ]}),
+        )]
+        .into_iter()
+        .collect();
+        let t = list_table(&list, &usage);
+        let header = t.lines().next().unwrap_or("");
+        assert!(
+            header.contains("EXIT") && header.contains("RESTARTS"),
+            "{t}"
+        );
+        let a = t.lines().find(|l| l.contains(" p ")).unwrap_or("");
+        assert!(a.contains("0.48/0.50"), "{t}");
+        assert!(a.contains("16Mi/64Mi 25%"), "{t}");
+        assert!(a.contains(" 2 "), "{t}");
+        let b = t.lines().find(|l| l.contains(" q ")).unwrap_or("");
+        assert!(b.contains(" 3 "), "{t}");
     }
 
     #[test]
