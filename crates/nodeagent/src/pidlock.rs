@@ -122,6 +122,16 @@ mod tests {
         acquire(dir.path(), &sock, "127.0.0.1:3").expect("after release");
     }
 
+    proptest::proptest! {
+        /// Any file content parses without a panic, and the pid line is found among others.
+        #[test]
+        fn any_content_parses(text in ".{0,400}", pid in 1u32..u32::MAX) {
+            let _ = Holder::parse(&text);
+            let h = Holder::parse(&format!("{text}\npid={pid}\n"));
+            proptest::prop_assert_eq!(h.pid, Some(pid));
+        }
+    }
+
     #[test]
     fn garbled_files_parse_to_nothing() {
         assert_eq!(Holder::parse("\u{0}zz\n=\npid=x"), Holder::default());
