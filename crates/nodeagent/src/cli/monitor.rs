@@ -481,8 +481,8 @@ pub async fn sinks(client: &Client, out: OutputFormat) -> anyhow::Result<()> {
 /// One row per sink: its queue, its spool, and its delivery counters.
 fn sinks_table(answer: &Value) -> String {
     let mut t = Table::new(&[
-        "NAME", "TYPE", "QUEUE", "SPOOL", "UNACKED", "SENT", "ACKED", "RETRIED", "DROPPED", "UP",
-        "TARGET",
+        "NAME", "TYPE", "MODE", "QUEUE", "SPOOL", "UNACKED", "SENT", "ACKED", "RETRIED", "DROPPED",
+        "UP", "TARGET",
     ]);
     let n = |s: &Value, k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
     for s in answer
@@ -495,6 +495,7 @@ fn sinks_table(answer: &Value) -> String {
         t.row(vec![
             output::cell(s.get("name")),
             output::cell(s.get("type")),
+            output::cell(s.get("mode")),
             n(s, "queue_depth").to_string(),
             if net.is_some() {
                 output::bytes(n(s, "spool_bytes"))
@@ -528,7 +529,7 @@ mod tests {
     #[test]
     fn sinks_list() {
         let answer = json!({"sinks": [
-            {"name": "file", "type": "file", "queue_depth": 0, "spool_bytes": 0, "sent": 3,
+            {"name": "file", "type": "file", "mode": "latest", "queue_depth": 0, "spool_bytes": 0, "sent": 3,
              "acked": 3, "retried": 0, "dropped": 0, "target": "/x/reports.jsonl"},
             {"name": "up", "type": "grpc", "queue_depth": 1, "spool_bytes": 2048,
              "spool_records": 7, "sent": 10, "acked": 3, "retried": 2, "dropped": 0,
@@ -539,6 +540,10 @@ mod tests {
         assert_eq!(lines.len(), 3, "{t}");
         assert!(lines[0].starts_with("NAME"), "{t}");
         assert!(lines[2].contains("2Ki") && lines[2].contains(" no "), "{t}");
+        assert!(
+            lines[0].contains("MODE") && lines[1].contains(" latest "),
+            "{t}"
+        );
     }
 
     #[test]
