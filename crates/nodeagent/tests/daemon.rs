@@ -522,6 +522,19 @@ fn help_texts_agree_with_the_code() {
     }
     assert!(sink.contains("--out <FILE>"), "{sink}");
 
+    // `push on --help` says what "interval" means in each report mode.
+    let push = help_of(&["push", "--help"]);
+    assert!(push.contains("--mode <MODE>"), "{push}");
+    assert!(
+        push.contains("latest: the newest sample, once per interval"),
+        "{push}"
+    );
+    assert!(
+        push.contains("batch: every sample taken since the last report"),
+        "{push}"
+    );
+    assert!(push.contains("[default: 1s]"), "{push}");
+
     let run = help_of(&["run", "--help"]);
     assert!(
         !run.contains("--addr"),
