@@ -2,7 +2,7 @@
 //! and reject bad ones with the same messages and field names.
 
 use nodeagent_types::spec::{MAX_INTERVAL, MIN_INTERVAL};
-use nodeagent_types::{ApiError, Duration, ErrorCode, ObjectPatch, ObjectSpec};
+use nodeagent_types::{ApiError, Duration, ErrorCode, ObjectPatch, ObjectSpec, ReportMode};
 use serde::Deserialize;
 
 /// The largest request body either front end reads. Specs are a few hundred bytes; the cap only
@@ -13,13 +13,18 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// the core is asked to look up and what error messages echo back.
 const MAX_KEY_LEN: usize = 256;
 
-/// Body of `push-on`: which sink, and how often (the object's collect interval when absent).
+/// Body of `push-on`: which sink, how often (1s when absent), and what to send each time.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushOnBody {
     pub sink: String,
     #[serde(default)]
     pub interval: Option<Duration>,
+    /// `batch` (every sample, sent each interval) or `latest` (the newest sample once per
+    /// interval); absent: the sink's mode (`latest` for file and stdout, `batch` for grpc and
+    /// nats, unless its config sets `mode`).
+    #[serde(default)]
+    pub mode: Option<ReportMode>,
 }
 
 /// Body of `push-off` and `push-once`.
@@ -158,6 +163,15 @@ mod tests {
         let b = parse_push_on(br#"{"sink":"stdout","interval":"1s"}"#).expect("valid");
         assert_eq!(b.sink, "stdout");
         assert_eq!(b.interval, Some(Duration::from_millis(1000)));
+        assert_eq!(b.mode, None);
+        let b = parse_push_on(br#"{"sink":"stdout","mode":"batch"}"#).expect("valid");
+        assert_eq!(b.mode, Some(ReportMode::Batch));
+        let b = parse_push_on(br#"{"sink":"stdout","mode":"latest"}"#).expect("valid");
+        assert_eq!(b.mode, Some(ReportMode::Latest));
+        assert_eq!(
+            field(parse_push_on(br#"{"sink":"stdout","mode":"every"}"#)).as_deref(),
+            Some("mode")
+        );
         assert_eq!(
             parse_push_on(br#"{"sink":"stdout"}"#)
                 .expect("valid")

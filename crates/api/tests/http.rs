@@ -419,7 +419,44 @@ async fn push_routes() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error().1.as_deref(), Some("sink"));
 
-    assert_eq!(core.calls(), ["push_on", "push_once", "push_off"]);
+    // The report mode (issue 21): a push-on that asks a sink for a mode other than its own is
+    // refused naming `mode`, before it reaches the core; its own mode is accepted.
+    let r = send(
+        &core,
+        req(
+            Method::POST,
+            &format!("{base}/push-on"),
+            r#"{"sink":"file","mode":"batch"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error().1.as_deref(), Some("mode"));
+    let r = send(
+        &core,
+        req(
+            Method::POST,
+            &format!("{base}/push-on"),
+            r#"{"sink":"file","mode":"latest"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["mode"], "latest");
+
+    // push-on reads the sinks (for their report mode) before it calls the core.
+    assert_eq!(
+        core.calls(),
+        [
+            "sinks",
+            "push_on",
+            "push_once",
+            "push_off",
+            "sinks",
+            "sinks",
+            "push_on"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -472,7 +509,17 @@ async fn prometheus_text_has_its_content_type() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    assert_eq!(r.body, b"nodeagent_up 1\n");
+    let text = String::from_utf8_lossy(&r.body);
+    // The core's text, then each listed object's status and restarts (issue 21).
+    assert!(text.starts_with("nodeagent_up 1\n"), "{text}");
+    assert!(
+        text.contains("# TYPE nodeagent_object_status gauge\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nodeagent_object_restarts_total{id=\"0123456789abcdef\",name=\"web-1\",kind=\"process\"} 0\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! and labels `id`, `name`, `kind` on every object series.
 
 use crate::series::{lock, SeriesMap};
-use nodeagent_types::{Kind, Sample};
+use nodeagent_types::{Kind, Object, Sample};
 use std::fmt::Write;
 
 struct Family {
@@ -166,6 +166,64 @@ pub fn render(series: &SeriesMap) -> String {
         }
     }
     out
+}
+
+/// Appends the objects' own families, from the object list rather than from samples, so that an
+/// object with no sample (failed, exited, between restarts) has them too (issue 21: a crash
+/// loop must be alertable):
+/// - `nodeagent_object_status{id,name,kind,status}`: 1, one series per object, for its current
+///   status (`rate(nodeagent_object_restarts_total[5m]) > 0`,
+///   `nodeagent_object_status{status="failed"} == 1`). Only the current status is written, not
+///   a 0 for each other one: 1 series per object instead of 7 at 10,000 objects.
+/// - `nodeagent_object_restarts_total{id,name,kind}`: restarts by the agent's restart policy.
+/// - `nodeagent_object_exit_code{id,name,kind}`: the last exit code, once there is one.
+pub fn render_objects(objects: &[Object], out: &mut String) {
+    if objects.is_empty() {
+        return;
+    }
+    header(
+        out,
+        "nodeagent_object_status",
+        "gauge",
+        "1 for the object's current status (label status).",
+    );
+    for o in objects {
+        out.push_str("nodeagent_object_status");
+        labels(
+            out,
+            &o.id,
+            &o.name,
+            o.kind,
+            Some(("status", o.status.as_str())),
+        );
+        value(out, 1.0);
+    }
+    header(
+        out,
+        "nodeagent_object_restarts_total",
+        "counter",
+        "Times the agent restarted the object's workload.",
+    );
+    for o in objects {
+        out.push_str("nodeagent_object_restarts_total");
+        labels(out, &o.id, &o.name, o.kind, None);
+        value(out, f64::from(o.restarts));
+    }
+    if objects.iter().any(|o| o.exit_code.is_some()) {
+        header(
+            out,
+            "nodeagent_object_exit_code",
+            "gauge",
+            "The exit code of the object's workload, once it has exited.",
+        );
+        for o in objects {
+            if let Some(c) = o.exit_code {
+                out.push_str("nodeagent_object_exit_code");
+                labels(out, &o.id, &o.name, o.kind, None);
+                value(out, f64::from(c));
+            }
+        }
+    }
 }
 
 /// Appends the reporting path's families: per sink, labelled `sink` and `type`.
@@ -368,6 +426,7 @@ mod tests {
         let st = |name: &str, kind, connected| crate::sinks::SinkStatus {
             name: name.into(),
             kind,
+            mode: nodeagent_types::ReportMode::Batch,
             target: None,
             queue_depth: 3,
             queue_capacity: 1024,

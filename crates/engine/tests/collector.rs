@@ -6,7 +6,7 @@ use nodeagent_engine::collector::{Collector, Command, Target};
 use nodeagent_engine::series::lock;
 use nodeagent_engine::sinks::{self, Record, Sink, SinkType};
 use nodeagent_engine::{EventLog, Series, SeriesMap};
-use nodeagent_types::Kind;
+use nodeagent_types::{Kind, ReportMode};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,10 +60,11 @@ async fn reports_carry_every_sample_once_in_order() {
         target: Target::Host,
         interval: Duration::from_millis(10),
     });
-    c.send(Command::PushOn {
+    c.send(Command::PushOnWith {
         id: "host".into(),
         sink: sink.clone(),
         interval: Duration::from_millis(50),
+        mode: ReportMode::Batch,
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
     c.send(Command::PushOff {
@@ -115,4 +116,85 @@ async fn reports_carry_every_sample_once_in_order() {
         span: tracing::Span::none(),
     });
     assert!(rx.await.expect("reply").is_err());
+}
+
+/// Issue 21: both report modes, on one object sampled every 10 ms and reported every 100 ms
+/// for about a second. `batch` sends every sample (about 10 per report); `latest` sends one
+/// record per interval, the newest sample each time. A plain `PushOn` takes the sink's mode:
+/// `latest` for a file or stdout sink, `batch` for the network sinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_sends_every_sample_and_latest_one_per_interval() {
+    assert_eq!(SinkType::File.default_mode(), ReportMode::Latest);
+    assert_eq!(SinkType::Stdout.default_mode(), ReportMode::Latest);
+    assert_eq!(SinkType::Grpc.default_mode(), ReportMode::Batch);
+    assert_eq!(SinkType::Nats.default_mode(), ReportMode::Batch);
+    let proc = fixture();
+    let events = Arc::new(EventLog::new(100));
+    let cap = |name: &str| {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = sinks::spawn(
+            name,
+            SinkType::File,
+            Box::new(Capture(got.clone())),
+            64,
+            events.clone(),
+        )
+        .expect("sink thread");
+        (sink, got)
+    };
+    let (batch, batch_got) = cap("batch");
+    let (latest, latest_got) = cap("latest");
+    let (plain, plain_got) = cap("plain");
+    assert_eq!(plain.mode(), ReportMode::Latest);
+    let c = Collector::start(ProcFs::new(proc.path()), "node-a".into()).expect("collector");
+    let map = SeriesMap::default();
+    let s = map.insert(Series::new("host".into(), "h".into(), Kind::Host, 1000));
+    c.send(Command::Add {
+        series: s.clone(),
+        target: Target::Host,
+        interval: Duration::from_millis(10),
+    });
+    let every = Duration::from_millis(100);
+    for (sink, mode) in [(&batch, ReportMode::Batch), (&latest, ReportMode::Latest)] {
+        c.send(Command::PushOnWith {
+            id: "host".into(),
+            sink: sink.clone(),
+            interval: every,
+            mode,
+        });
+    }
+    c.send(Command::PushOn {
+        id: "host".into(),
+        sink: plain.clone(),
+        interval: every,
+    });
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    for name in ["batch", "latest", "plain"] {
+        c.send(Command::PushOff {
+            id: "host".into(),
+            sink: name.into(),
+        });
+    }
+    for sink in [&batch, &latest, &plain] {
+        sink.flush().await;
+    }
+    let samples = lock(&s).len();
+    let b = lock(&batch_got).len();
+    let l = lock(&latest_got).clone();
+    let p = lock(&plain_got).len();
+    // 10 reports in 1.05 s; allow for a loaded machine.
+    assert!((8..=11).contains(&l.len()), "latest: {} records", l.len());
+    assert!(
+        (8..=11).contains(&p),
+        "plain push-on (file sink): {p} records"
+    );
+    assert!(b >= 60, "batch: {b} records for {samples} samples");
+    // latest: each record is a newer sample than the one before, about 10 samples apart.
+    assert!(l.windows(2).all(|w| w[1].sample.seq > w[0].sample.seq));
+    let gaps: u64 = l
+        .windows(2)
+        .map(|w| w[1].sample.seq - w[0].sample.seq)
+        .sum();
+    let mean = gaps / (l.len() as u64 - 1);
+    assert!((5..=15).contains(&mean), "mean gap {mean} samples");
 }

@@ -78,6 +78,7 @@ Example:
   spool_max_bytes = \"1Gi\"      # grpc, nats: disk spool cap; past it the oldest records drop
   spool_segment_bytes = \"16Mi\" # grpc, nats: spool segment size
   spool_fsync = \"1s\"           # grpc, nats: always | never | an interval
+  mode = \"batch\"               # report mode: batch (grpc, nats default) | latest (file, stdout)
   queue = 1024                 # batches in memory before the spool (every type)
   labels = { rack = \"r1\" }     # grpc: sent at registration
 
@@ -145,7 +146,7 @@ pub struct RunArgs {
     #[arg(long, env = "NODEAGENT_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
 
-    /// Samples kept in memory per object for `GET /v1/objects/{id}/metrics` [default: 300]
+    /// Samples kept in memory per object for `GET /v1/objects/{id}/metrics` [default: 120]
     #[arg(long, env = "NODEAGENT_RING_SIZE", value_name = "N")]
     pub ring_size: Option<usize>,
 

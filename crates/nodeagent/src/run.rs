@@ -6,6 +6,7 @@
 //!    the default instant death half-way through creating cgroups;
 //! 3. the state dir (0700, and refused if others can write to it: it holds the socket and the
 //!    API token), then the token (generated on first start) and the TLS files;
+//!    The pid lock (`<state-dir>/nodeagent.pid`, see [`crate::pidlock`]) is taken right after;
 //! 4. the TCP listener and the unix socket, *before* the core: a port in use, a second agent
 //!    on the same state dir, or a listener exposed without authentication is then reported
 //!    before any cgroup or thread is created;
@@ -107,6 +108,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     create_state_dir(&cfg.state_dir)?;
     security::check_state_dir(&cfg.state_dir)?;
+    // Before the listeners and the store: a second agent on this state dir is told which agent
+    // runs there, rather than failing on the port, the socket or the store's own lock.
+    let _pid_lock = crate::pidlock::acquire(&cfg.state_dir, &cfg.socket, &cfg.listen)?;
     let token = match cfg.auth {
         AuthMode::Token => {
             let (token, created) = security::load_or_create_token(&cfg.token_file)?;

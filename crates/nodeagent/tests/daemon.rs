@@ -212,7 +212,7 @@ fn run_help_documents_every_option() {
         ("cgroup-parent", "nodeagent"),
         ("node-name", "hostname"),
         ("log-level", "info"),
-        ("ring-size", "300"),
+        ("ring-size", "[default: 120]"),
         ("heartbeat-interval", "10s"),
         ("stop-grace", "5s"),
         ("token-file", "<state-dir>/token"),
@@ -321,7 +321,9 @@ fn socket_mode_and_lifecycle() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("already serving"), "{err}");
+    // Stopped by the pid lock, before it reaches the socket (issue 21).
+    assert!(err.contains("already running"), "{err}");
+    assert!(err.contains("Stop it first"), "{err}");
     assert!(sock.exists());
 
     let st = d.stop();
@@ -437,4 +439,128 @@ fn open_file_limit_raised_for_the_agent_not_its_workloads() {
     );
     let (status, _) = d.http("DELETE", "/v1/objects/nofile?wait=true", None);
     assert_eq!(status, 200);
+}
+
+/// Issue 21: a second agent on a running agent's state dir (on another port and socket, so
+/// neither of those is what stops it) is told which agent runs there and to stop it first, and
+/// is never told to move the store aside. The first agent keeps running, and the store is
+/// untouched.
+#[test]
+fn a_second_agent_on_the_same_state_dir_names_the_first() {
+    require_cgroup_v1();
+    let first = Daemon::start();
+    let sock2 = first.state_dir.join("second.sock");
+    let out = common::command()
+        .arg("run")
+        .arg("--state-dir")
+        .arg(&first.state_dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--socket")
+        .arg(&sock2)
+        .arg("--cgroup-parent")
+        .arg(&first.cgroup_parent)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second agent started: {err}");
+    assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
+    assert!(
+        err.contains(&first.socket().display().to_string()),
+        "no socket in: {err}"
+    );
+    assert!(err.contains("Stop it first"), "{err}");
+    assert!(!err.contains("move the file aside"), "{err}");
+    assert!(!sock2.exists(), "the second agent bound its socket");
+    let (code, _) = first.http("GET", "/readyz", None);
+    assert_eq!(code, 200, "the first agent was disturbed");
+}
+
+fn help_of(args: &[&str]) -> String {
+    let o = common::command().args(args).output().unwrap();
+    assert!(o.status.success(), "{args:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Issue 21: the help agrees with the code. Global options have a heading of their own (not
+/// interleaved with a command's options), `sink --help` lists none of the options that do not
+/// apply to it, and the top-level description names containers.
+#[test]
+fn help_texts_agree_with_the_code() {
+    let top = help_of(&["--help"]);
+    assert!(top.contains("containers"), "{top}");
+    let short = help_of(&["-h"]);
+    assert!(short.contains("containers"), "{short}");
+
+    let update = help_of(&["update", "--help"]);
+    let at = |what: &str| {
+        update
+            .find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in:\n{update}"))
+    };
+    let heading = at("Global options:");
+    assert!(
+        at("--cpu ") < heading && at("--cpu-weight") < heading,
+        "{update}"
+    );
+    assert!(at("--state-dir") > heading, "{update}");
+    assert!(
+        at("--socket") > heading && at("--token-file") > heading,
+        "{update}"
+    );
+
+    let sink = help_of(&["sink", "--help"]);
+    for flag in [
+        "--socket",
+        "--token-file",
+        "--state-dir",
+        "--addr",
+        "--tls-ca",
+        "--output",
+    ] {
+        assert!(!sink.contains(flag), "sink --help lists {flag}:\n{sink}");
+    }
+    assert!(sink.contains("--out <FILE>"), "{sink}");
+
+    // `push on --help` says what "interval" means in each report mode.
+    let push = help_of(&["push", "--help"]);
+    assert!(push.contains("--mode <MODE>"), "{push}");
+    assert!(
+        push.contains("latest: the newest sample, once per interval"),
+        "{push}"
+    );
+    assert!(
+        push.contains("batch: every sample taken since the last report"),
+        "{push}"
+    );
+    assert!(push.contains("[default: 1s]"), "{push}");
+
+    let run = help_of(&["run", "--help"]);
+    assert!(
+        !run.contains("--addr"),
+        "run --help lists the client's --addr:\n{run}"
+    );
+}
+
+/// Issue 21: a bad value in an option's environment variable is reported with the variable's
+/// name, not only the flag's (which the user never typed); on the command line, the flag.
+#[test]
+fn a_bad_environment_value_names_the_variable() {
+    let o = common::command()
+        .args(["run", "--print-config"])
+        .env("NODEAGENT_RING_SIZE", "lots")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("NODEAGENT_RING_SIZE"), "{err}");
+    assert!(err.contains("'lots'"), "{err}");
+    let o = common::command()
+        .args(["run", "--print-config", "--ring-size", "lots"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--ring-size"), "{err}");
+    assert!(!err.contains("NODEAGENT_RING_SIZE"), "{err}");
 }

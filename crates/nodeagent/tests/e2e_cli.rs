@@ -250,3 +250,139 @@ fn cli_without_daemon_says_where_it_looked() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("nodeagent run"), "{err}");
 }
+
+/// Issue 21, error advice: a user shut out of the socket is told so, not asked whether the
+/// daemon runs (it does); `update NAME` with no flags names the CLI's flags, not the API's
+/// fields.
+#[test]
+fn cli_error_advice_fits_the_error() {
+    use std::os::unix::process::CommandExt as _;
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let o = common::command()
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("get")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = stderr(&o);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(!err.contains("is the daemon running"), "{err}");
+    assert!(err.contains("as root"), "{err}");
+
+    let o = d.cli(&["update", "some-object"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = stderr(&o);
+    for flag in ["--cpu", "--memory", "--pids", "--pause", "--resume"] {
+        assert!(err.contains(flag), "no {flag} in {err}");
+    }
+    assert!(!err.contains("resources"), "{err}");
+}
+
+/// Issue 21: a three-document `create -f` whose second document has a typo creates nothing,
+/// and the error names the document by index and name; with `--continue-on-error` the other
+/// two are created and the command still fails, naming the bad one.
+#[test]
+fn multi_document_create_is_all_or_nothing() {
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("three.yaml");
+    let doc = |name: &str, extra: &str| {
+        format!("name: {name}\nkind: process\nprocess:\n  command: [/bin/sleep, \"300\"]\n{extra}")
+    };
+    std::fs::write(
+        &file,
+        [
+            doc("multi-1", ""),
+            doc("multi-2", "resources:\n  memroy: 64Mi\n"),
+            doc("multi-3", ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let names = || -> Vec<String> {
+        let (_, v) = d.http("GET", "/v1/objects", None);
+        v["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["name"].as_str().map(str::to_string))
+            .filter(|n| n.starts_with("multi-"))
+            .collect()
+    };
+    let o = d.cli(&["create", "-f", file.to_str().unwrap(), "--wait"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = stderr(&o);
+    assert!(err.contains("document 2 of 3 (multi-2)"), "{err}");
+    assert!(err.contains("memroy"), "{err}");
+    assert!(err.contains("none was"), "{err}");
+    assert!(names().is_empty(), "created: {:?}", names());
+
+    let o = d.cli(&[
+        "create",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+        "--continue-on-error",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stderr(&o).contains("document 2 of 3 (multi-2)"), "{o:?}");
+    let mut got = names();
+    got.sort();
+    assert_eq!(got, vec!["multi-1", "multi-3"]);
+}
+
+/// Issue 21, item 9: `get` shows usage beside the limits (cores, bytes and percent), the exit
+/// code and restarts; `host` CPU percent by mode and memory used of total; `metrics` IO and NET
+/// as rates, totals with `--totals`.
+#[test]
+fn cli_shows_usage_not_only_limits() {
+    require_cgroup_v1();
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("busy.yaml");
+    std::fs::write(
+        &spec,
+        "name: busy-1\nkind: process\nprocess:\n  command: [/bin/sh, -c, \"while :; do :; done\"]\n\
+         resources: {cpu: 0.5, memory: 64Mi}\ncollect: {interval: 100ms}\n",
+    )
+    .unwrap();
+    ok(d.cli(&["create", "-f", spec.to_str().unwrap(), "--wait"]));
+    let row = eventually(Duration::from_secs(10), "CPU usage in `get`", || {
+        let out = ok(d.cli(&["get"]));
+        let row = out.lines().find(|l| l.contains("busy-1"))?.to_string();
+        let cpu = row
+            .split_whitespace()
+            .find(|c| c.ends_with("/0.50"))?
+            .strip_suffix("/0.50")?
+            .parse::<f64>()
+            .ok()?;
+        (cpu > 0.3).then_some(row)
+    });
+    let header = ok(d.cli(&["get"])).lines().next().unwrap_or("").to_string();
+    assert!(
+        header.contains("EXIT") && header.contains("RESTARTS"),
+        "{header}"
+    );
+    assert!(row.contains("/64Mi ") && row.contains('%'), "{row}");
+
+    let host = ok(d.cli(&["host"]));
+    assert!(host.contains("user ") && host.contains("idle "), "{host}");
+    assert!(host.contains("memory used"), "{host}");
+    assert!(
+        !host.contains("sample.host.cpu.user"),
+        "raw counters in:\n{host}"
+    );
+
+    let out = ok(d.cli(&["metrics", "busy-1", "--limit", "2"]));
+    let header = out.lines().next().unwrap_or("");
+    assert!(header.contains("IO/s") && header.contains("NET/s"), "{out}");
+    let out = ok(d.cli(&["metrics", "busy-1", "--limit", "2", "--totals"]));
+    let header = out.lines().next().unwrap_or("");
+    assert!(!header.contains("IO/s") && header.contains("IO"), "{out}");
+    ok(d.cli(&["delete", "busy-1", "--wait"]));
+}

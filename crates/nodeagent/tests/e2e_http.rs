@@ -212,3 +212,122 @@ fn health_and_host() {
     assert_eq!(host["cgroup_version"], "v1", "{host}");
     assert!(host["cpus"].as_u64().unwrap_or(0) >= 1, "{host}");
 }
+
+fn jsonl(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Issue 21, items 3 and 4. The file sink and the heartbeat send the latest sample once per
+/// interval (a rate); a sink configured with `mode = "batch"` sends every sample, batched by the
+/// interval; a push-on asking a sink for the other mode, or for no known mode, is a 400 naming
+/// `mode`. Then the `seq` of reports.jsonl goes on across a restart instead of starting at 1.
+#[test]
+fn report_modes_and_file_seq_across_restarts() {
+    require_cgroup_v1();
+    let dir = tempfile::tempdir().unwrap();
+    let every = dir.path().join("every.jsonl");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sink]]\nname = \"every\"\ntype = \"file\"\npath = \"{}\"\nmode = \"batch\"\n",
+            every.display()
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--heartbeat-interval".into(),
+        "2s".into(),
+    ];
+    let mut d = Daemon::start_with(common::Opts {
+        args: args.clone(),
+        ..Default::default()
+    });
+    let reports = d.state_dir.join("reports.jsonl");
+    let (s, obj) = d.http(
+        "POST",
+        "/v1/objects?wait=true",
+        Some(&sleep_spec("modes-1", 0.1, "32Mi")),
+    );
+    assert_eq!(s, 201, "{obj}");
+    let push = |body: Value| d.http("POST", "/v1/objects/modes-1/push-on", Some(&body));
+    let (s, b) = push(json!({"sink": "file", "interval": "500ms"}));
+    assert_eq!((s, b["mode"].as_str()), (200, Some("latest")), "{b}");
+    let (s, b) = push(json!({"sink": "every", "interval": "500ms", "mode": "batch"}));
+    assert_eq!((s, b["mode"].as_str()), (200, Some("batch")), "{b}");
+    let (s, b) = push(json!({"sink": "file", "interval": "500ms", "mode": "batch"}));
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("mode")),
+        "{b}"
+    );
+    let (s, b) = push(json!({"sink": "file", "mode": "often"}));
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("mode")),
+        "{b}"
+    );
+
+    // The heartbeat's first write (2 s after start, with two or three host samples taken at
+    // 1 s) carries one record.
+    let host_lines = eventually(Duration::from_secs(10), "a heartbeat line", || {
+        let n = jsonl(&reports)
+            .iter()
+            .filter(|v| v["kind"] == "host")
+            .count();
+        (n > 0).then_some(n)
+    });
+    assert_eq!(host_lines, 1, "the heartbeat wrote every host sample");
+
+    let lines = |path: &std::path::Path| -> Vec<Value> {
+        jsonl(path)
+            .into_iter()
+            .filter(|v| v["name"] == "modes-1")
+            .collect()
+    };
+    let (l0, b0) = (lines(&reports).len(), lines(&every).len());
+    std::thread::sleep(Duration::from_millis(2000));
+    let latest = lines(&reports);
+    let batch = lines(&every);
+    // 2 s at 500 ms: 4 reports; at 100 ms sampling, about 20 samples.
+    let (l, b) = (latest.len() - l0, batch.len() - b0);
+    assert!((3..=5).contains(&l), "file sink (latest): {l} lines in 2 s");
+    assert!(b >= 14, "batch sink: {b} lines in 2 s");
+    let seqs: Vec<u64> = latest
+        .iter()
+        .map(|v| v["sample"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] >= w[0] + 3),
+        "latest sends one sample per 500 ms, 5 samples apart: {seqs:?}"
+    );
+
+    // Restart on the same state dir: the file's seq goes on.
+    assert!(d.stop().success());
+    let before = jsonl(&reports).len();
+    let d2 = Daemon::start_with(common::Opts {
+        args,
+        state_dir: Some(d.state_dir.clone()),
+        cgroup_parent: Some(d.cgroup_parent.clone()),
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(10), "reports after the restart", || {
+        (jsonl(&reports).len() >= before + 2).then_some(())
+    });
+    let all: Vec<u64> = jsonl(&reports)
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        all.windows(2).all(|w| w[1] == w[0] + 1),
+        "seq restarted or jumped: {all:?}"
+    );
+    assert_eq!(all[0], 1);
+    drop(d2);
+}

@@ -7,6 +7,7 @@ pub mod event;
 pub mod kind;
 pub mod object;
 pub mod quantity;
+pub mod report;
 pub mod sample;
 pub mod spec;
 pub mod time;
@@ -18,6 +19,7 @@ pub use object::{
     is_object_id, new_object_id, ContainerStatus, Object, ObjectId, ObjectPatch, SyncState, HOST_ID,
 };
 pub use quantity::{parse_cpuset, parse_duration, parse_memory, CpuSet, Duration, Memory};
+pub use report::ReportMode;
 pub use sample::{CpuModes, DeviceCounters, HostStats, Sample};
 pub use spec::{
     CgroupSpec, CollectSpec, ContainerNetwork, ContainerSpec, KindSection, KindSpec, Mount,

@@ -200,9 +200,35 @@ pub async fn push_on(
 ) -> HttpResult {
     let (key, bytes) = object_body(&api, &note, path, raw.as_deref(), &headers, body)?;
     let b = request::parse_push_on(&bytes)?;
+    // The mode a report task gets is its sink's (SinkStatus::mode). The core does not carry a
+    // mode per push-on yet, so a request for the other one is refused rather than ignored.
+    let mode = api
+        .core
+        .sinks()
+        .into_iter()
+        .find(|s| s.name == b.sink)
+        .map(|s| s.mode);
+    if let (Some(want), Some(have)) = (b.mode, mode) {
+        if want != have {
+            return Err(ApiError::invalid(
+                "mode",
+                format!(
+                    "sink {:?} reports in mode {have}; a push-on of mode {want} needs a sink \
+                     configured with mode = \"{want}\" ([[sink]] in the config file)",
+                    b.sink
+                ),
+            )
+            .into());
+        }
+    }
     let ack = api.core.push_on(&key, &b.sink, b.interval).await?;
     note.id(&ack.id);
-    Ok(Json(ack).into_response())
+    // The answer says which mode the task runs in (an extension of the contract's answer).
+    let mut v = serde_json::to_value(&ack).unwrap_or_default();
+    if let (Some(m), Some(obj)) = (mode, v.as_object_mut()) {
+        obj.insert("mode".into(), serde_json::Value::from(m.as_str()));
+    }
+    Ok(Json(v).into_response())
 }
 
 /// `POST /v1/objects/{key}/push-off`.
@@ -293,13 +319,21 @@ pub async fn events(
 }
 
 /// `GET /metrics`: Prometheus text exposition format 0.0.4.
+///
+/// The core's text (samples, sinks) plus the objects' status, restart and exit-code families,
+/// from the object list (one round trip to the core's loop). Should the list fail (the core is
+/// stopping), the rest is served without them.
 pub async fn prometheus(State(api): State<Api>) -> Response {
+    let mut text = api.core.prometheus_text();
+    if let Ok(objects) = api.core.list().await {
+        nodeagent_engine::prometheus::render_objects(&objects, &mut text);
+    }
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        api.core.prometheus_text(),
+        text,
     )
         .into_response()
 }

@@ -259,7 +259,7 @@ impl Core for FakeCore {
     fn sinks(&self) -> Vec<nodeagent_core::SinkStatus> {
         self.record("sinks");
         vec![serde_json::from_value(json!({
-            "name": "file", "type": "file", "queue_depth": 0, "queue_capacity": 1024,
+            "name": "file", "type": "file", "mode": "latest", "queue_depth": 0, "queue_capacity": 1024,
             "spool_bytes": 0, "spool_records": 0, "sent": 5, "acked": 5, "retried": 0,
             "dropped": 0, "errors": 0,
         }))

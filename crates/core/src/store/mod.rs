@@ -39,6 +39,15 @@ pub enum StoreError {
          longer be managed), or restore it from a backup"
     )]
     Open { path: PathBuf, message: String },
+    /// The file is fine but another process holds redb's lock on it: almost always another
+    /// agent on the same state dir. Moving the file aside would lose every workload that agent
+    /// manages, so this error must never give that advice (issue 21).
+    #[error(
+        "the state store {path} is in use by another process (redb's lock is held): another \
+         nodeagent is most likely running on this state dir. Stop it first, or give this one \
+         another --state-dir. The store itself is not damaged: do not move it aside"
+    )]
+    Locked { path: PathBuf },
     #[error("the state store {path}: {message}")]
     Io { path: PathBuf, message: String },
     #[error(
@@ -172,6 +181,10 @@ impl Store {
             path: path.clone(),
             message: e.to_string(),
         };
+        let locked_or = |e: redb::DatabaseError| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+            e => open_err(&e),
+        };
         let db = if path.exists() {
             // Refuse to "repair" anything silently: redb's repair rebuilds allocator state only,
             // but a file that is not a redb file at all must stop start-up.
@@ -179,12 +192,12 @@ impl Store {
                 .set_cache_size(CACHE_BYTES)
                 .set_repair_callback(|_| {})
                 .open(&path)
-                .map_err(|e| open_err(&e))?
+                .map_err(locked_or)?
         } else {
             Database::builder()
                 .set_cache_size(CACHE_BYTES)
                 .create(&path)
-                .map_err(|e| open_err(&e))?
+                .map_err(locked_or)?
         };
         let s = Store {
             db,
@@ -451,6 +464,18 @@ mod tests {
         assert!(err.contains("does not reset"), "{err}");
         // The file is left as it was.
         assert_eq!(std::fs::read(&path).unwrap(), vec![0x5au8; 8192]);
+    }
+
+    #[test]
+    fn a_store_in_use_is_not_called_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), 10).unwrap();
+        let err = Store::open(dir.path(), 10).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("another nodeagent"), "{msg}");
+        assert!(msg.contains("Stop it first"), "{msg}");
+        assert!(!msg.contains("move the file aside"), "{msg}");
     }
 
     /// Commit latency, printed for the notes (`cargo test -p nodeagent-core commit_latency --

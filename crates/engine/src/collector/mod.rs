@@ -13,7 +13,7 @@ use crate::series::{lock, SharedSeries};
 use crate::sinks::{Record, SinkHandle};
 use nodeagent_drivers::cgroup::{SampleHints, StatReader};
 use nodeagent_drivers::procfs::{HostReader, OomWatch, ProcFs};
-use nodeagent_types::{HostStats, Sample, Timestamp};
+use nodeagent_types::{HostStats, ReportMode, Sample, Timestamp};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -50,10 +50,20 @@ pub enum Command {
         id: String,
         target: Target,
     },
+    /// Starts (or replaces) the object's report task to `sink`, in the sink's own mode
+    /// ([`SinkHandle::mode`]: `latest` for file and stdout unless configured otherwise, `batch`
+    /// for grpc and nats).
     PushOn {
         id: String,
         sink: Arc<SinkHandle>,
         interval: Duration,
+    },
+    /// [`Command::PushOn`] with the report mode given (a push-on request that names one).
+    PushOnWith {
+        id: String,
+        sink: Arc<SinkHandle>,
+        interval: Duration,
+        mode: ReportMode,
     },
     PushOff {
         id: String,
@@ -97,7 +107,9 @@ impl Collector {
 struct Report {
     sink: Arc<SinkHandle>,
     interval: Duration,
-    /// Seq of the last sample sent; the next report sends every sample after it.
+    mode: ReportMode,
+    /// Seq of the last sample sent; the next report sends every sample after it (`batch`) or
+    /// the newest one if it is after it (`latest`).
     last_seq: u64,
     gen: u64,
 }
@@ -282,24 +294,15 @@ impl Scheduler {
                 }
             }
             Command::PushOn { id, sink, interval } => {
-                let gen = self.gen();
-                if let Some(&slot) = self.by_id.get(&id) {
-                    if let Some(obj) = self.slots[slot].as_mut() {
-                        let last_seq = lock(&obj.series).latest_seq();
-                        obj.reports.retain(|r| r.sink.name != sink.name);
-                        obj.reports.push(Report {
-                            sink,
-                            interval,
-                            last_seq,
-                            gen,
-                        });
-                        self.heap.push(Reverse((
-                            Instant::now() + interval,
-                            Due::Report { slot, gen },
-                        )));
-                    }
-                }
+                let mode = sink.mode();
+                self.push_on(id, sink, interval, mode);
             }
+            Command::PushOnWith {
+                id,
+                sink,
+                interval,
+                mode,
+            } => self.push_on(id, sink, interval, mode),
             Command::PushOff { id, sink } => {
                 if let Some(obj) = self.by_id.get(&id).and_then(|&s| self.slots[s].as_mut()) {
                     obj.reports.retain(|r| r.sink.name != sink);
@@ -351,6 +354,29 @@ impl Scheduler {
             }
         }
         false
+    }
+
+    fn push_on(&mut self, id: String, sink: Arc<SinkHandle>, interval: Duration, mode: ReportMode) {
+        let gen = self.gen();
+        let Some(&slot) = self.by_id.get(&id) else {
+            return;
+        };
+        let Some(obj) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let last_seq = lock(&obj.series).latest_seq();
+        obj.reports.retain(|r| r.sink.name != sink.name);
+        obj.reports.push(Report {
+            sink,
+            interval,
+            mode,
+            last_seq,
+            gen,
+        });
+        self.heap.push(Reverse((
+            Instant::now() + interval,
+            Due::Report { slot, gen },
+        )));
     }
 
     fn run_due(&mut self) {
@@ -518,21 +544,37 @@ impl Outbox {
     }
 }
 
-/// Adds every sample taken since the report's last one to its sink's batch in `out`.
+/// Adds what the report sends now to its sink's batch in `out`: every sample taken since its
+/// last one (`batch`), or the newest sample if it is new (`latest`).
 fn collect_report(node: &Arc<str>, series: &SharedSeries, r: &mut Report, out: &mut Outbox) {
     let s = lock(series);
     let batch = out.batch(&r.sink);
     let before = batch.len();
-    batch.extend(s.since(r.last_seq).map(|x| record(node, &s, x)));
+    match r.mode {
+        ReportMode::Batch => batch.extend(s.since(r.last_seq).map(|x| record(node, &s, x))),
+        ReportMode::Latest => batch.extend(
+            s.latest()
+                .filter(|x| x.seq > r.last_seq)
+                .map(|x| record(node, &s, x)),
+        ),
+    }
     if let Some(last) = batch[before..].last() {
         r.last_seq = last.sample.seq;
     }
 }
 
-/// Sends every sample taken since the report's last one.
+/// Sends what the report has not sent yet (at remove and shutdown), as [`collect_report`] does.
 fn send_report(node: &Arc<str>, series: &SharedSeries, r: &mut Report) {
     let s = lock(series);
-    let records: Vec<Record> = s.since(r.last_seq).map(|x| record(node, &s, x)).collect();
+    let records: Vec<Record> = match r.mode {
+        ReportMode::Batch => s.since(r.last_seq).map(|x| record(node, &s, x)).collect(),
+        ReportMode::Latest => s
+            .latest()
+            .filter(|x| x.seq > r.last_seq)
+            .map(|x| record(node, &s, x))
+            .into_iter()
+            .collect(),
+    };
     if let Some(last) = records.last() {
         r.last_seq = last.sample.seq;
         drop(s);

@@ -25,7 +25,7 @@ use crate::events::EventLog;
 use crate::series::lock;
 use crate::spool::{FsyncPolicy, Spool, SpoolOptions};
 use crate::upstream::NodeInfo;
-use nodeagent_types::{Duration, Event, EventKind, Kind, Memory, Sample};
+use nodeagent_types::{Duration, Event, EventKind, Kind, Memory, ReportMode, Sample};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,17 @@ impl SinkType {
         }
     }
     /// Whether the sink sends over the network (and so has a spool).
+    /// The report mode a push-on to a sink of this type gets unless it or the sink's config
+    /// names one: `batch` for the upstream sinks, which keep every sample, and `latest` for the
+    /// local ones, where "every 2s" means one line every 2 s.
+    pub fn default_mode(self) -> ReportMode {
+        if self.is_network() {
+            ReportMode::Batch
+        } else {
+            ReportMode::Latest
+        }
+    }
+
     pub fn is_network(self) -> bool {
         matches!(self, SinkType::Grpc | SinkType::Nats)
     }
@@ -150,6 +161,11 @@ pub struct SinkConfig {
     /// Network sinks: `always`, `never`, or an interval such as `1s` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool_fsync: Option<FsyncPolicy>,
+    /// The report mode of push-on tasks to this sink (and of the heartbeat) that do not name
+    /// one: `latest` (one sample per interval) or `batch` (every sample, sent each interval).
+    /// Default: [`SinkType::default_mode`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ReportMode>,
 }
 
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
@@ -186,6 +202,7 @@ impl SinkConfig {
             spool_max_bytes: None,
             spool_segment_bytes: None,
             spool_fsync: None,
+            mode: None,
         }
     }
 
@@ -474,6 +491,12 @@ pub enum SinkMsg {
 pub trait Sink: Send + 'static {
     fn write(&mut self, records: &[Record]) -> std::io::Result<()>;
     fn flush(&mut self) -> std::io::Result<()>;
+    /// The last record `seq` this sink's output already holds, read once when its thread
+    /// starts: numbering goes on from there, so a file's `seq` never restarts at 1 when the
+    /// agent does (issue 21). 0 (the default) for outputs that keep nothing, such as stdout.
+    fn resume_seq(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Counters shared by a sink's thread, its sender and its readers (`/v1/sinks`, `/metrics`).
@@ -521,6 +544,8 @@ pub struct SinkStatus {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: SinkType,
+    /// The report mode of push-ons that name none.
+    pub mode: ReportMode,
     /// Where it writes or sends: a path, an address or a URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -557,6 +582,8 @@ pub struct SinkStatus {
 pub struct SinkHandle {
     pub name: String,
     pub kind: SinkType,
+    /// What a push-on that names no mode gets ([`SinkConfig::mode`], or the type's default).
+    mode: ReportMode,
     target: Option<String>,
     tx: SyncSender<SinkMsg>,
     queue_capacity: usize,
@@ -568,6 +595,11 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
+    /// The report mode of a push-on to this sink that names none.
+    pub fn mode(&self) -> ReportMode {
+        self.mode
+    }
+
     /// Queues a batch without waiting. A full queue drops the batch, counts it and records an
     /// event; the ack (if any) is answered with the reason.
     pub fn try_send(&self, records: Vec<Record>, ack: Option<(Ack, u64)>) {
@@ -669,6 +701,7 @@ impl SinkHandle {
         SinkStatus {
             name: self.name.clone(),
             kind: self.kind,
+            mode: self.mode,
             target: self.target.clone(),
             queue_depth: s.queued.load(Ordering::Relaxed),
             queue_capacity: self.queue_capacity as u64,
@@ -737,6 +770,7 @@ pub fn spawn(
     Ok(Arc::new(SinkHandle {
         name: name.to_string(),
         kind,
+        mode: kind.default_mode(),
         target: None,
         tx,
         queue_capacity: queue.max(1),
@@ -748,7 +782,7 @@ pub fn spawn(
 }
 
 fn local_loop(rx: Receiver<SinkMsg>, mut sink: Box<dyn Sink>, st: &SinkStats, name: &str) {
-    let mut seq = 0u64;
+    let mut seq = sink.resume_seq();
     let mut handle = |msg: SinkMsg, sink: &mut Box<dyn Sink>| -> bool {
         match msg {
             SinkMsg::Batch {
@@ -884,10 +918,11 @@ pub fn start(cfg: &SinkConfig, ctx: &SinkContext) -> Result<Arc<SinkHandle>, Sin
                     source,
                 }
             })?;
-        if cfg.kind == SinkType::File {
-            if let Some(h) = Arc::get_mut(&mut h) {
+        if let Some(h) = Arc::get_mut(&mut h) {
+            if cfg.kind == SinkType::File {
                 h.target = Some(file_path(cfg, &ctx.state_dir).display().to_string());
             }
+            h.mode = cfg.mode.unwrap_or(cfg.kind.default_mode());
         }
         return Ok(h);
     }

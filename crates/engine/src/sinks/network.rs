@@ -402,6 +402,7 @@ pub(super) fn start(
     let handle = Arc::new(SinkHandle {
         name: cfg.name.clone(),
         kind: cfg.kind,
+        mode: cfg.mode.unwrap_or(cfg.kind.default_mode()),
         target: Some(target),
         tx,
         queue_capacity: queue.max(1),

@@ -231,6 +231,17 @@ impl Client {
 
     /// The message for a daemon that cannot be reached: which address, why, and what to do.
     fn unreachable(&self, err: std::io::Error) -> anyhow::Error {
+        if let (Target::Unix(_), std::io::ErrorKind::PermissionDenied) = (&self.target, err.kind())
+        {
+            // The daemon may well be running: the socket (or the state dir) shuts this user out.
+            return anyhow!(
+                "cannot reach nodeagent at {}: {err}; the socket is only open to its owner \
+                 (root) and, with the daemon's socket_group setting, to that group's members: \
+                 run the command as root (sudo), join the socket group, or use --addr \
+                 http://HOST:PORT with the API token",
+                self.target
+            );
+        }
         let hint = match &self.target {
             Target::Unix(_) if self.state_dir_given => {
                 "is the daemon running? Start it with `nodeagent run` and the same --state-dir"

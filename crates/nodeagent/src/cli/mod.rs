@@ -17,9 +17,10 @@ use std::path::PathBuf;
 #[command(
     name = "nodeagent",
     version,
-    about = "nodeagent: create, control and monitor workloads on this node",
-    long_about = "nodeagent: a node agent that creates, updates and deletes workloads (processes \
-and cgroups), controls their CPU, memory and pids through cgroupfs in under a millisecond, samples \
+    about = "nodeagent: create, control and monitor workloads (processes, cgroups and Docker \
+containers) on this node",
+    long_about = "nodeagent: a node agent that creates, updates and deletes workloads (processes, \
+existing cgroups, and Docker containers through the Docker Engine), controls their CPU, memory and pids through cgroupfs in under a millisecond, samples \
 their metrics from cgroupfs and procfs at intervals down to 10 ms, and reports them to sinks.\n\n\
 `nodeagent run` starts the daemon; the other commands talk to a running daemon over its unix \
 socket (or over TCP with --addr)."
@@ -37,17 +38,35 @@ pub struct Cli {
 pub struct GlobalOpts {
     /// Directory of the agent's data (reports.jsonl, process logs, the socket)
     /// [default: ./nodeagent-data]
-    #[arg(long, global = true, env = "NODEAGENT_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "NODEAGENT_STATE_DIR",
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     pub state_dir: Option<PathBuf>,
 
     /// Unix socket of the API (mode 0600) [default: <state-dir>/nodeagent.sock]
-    #[arg(long, global = true, env = "NODEAGENT_SOCKET", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "NODEAGENT_SOCKET",
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
     pub socket: Option<PathBuf>,
 
     /// File of the TCP API's bearer token: the daemon creates it (mode 0600) on first start,
     /// client commands send it over TCP (NODEAGENT_TOKEN, the token itself, takes precedence)
     /// [default: <state-dir>/token]
-    #[arg(long, global = true, env = "NODEAGENT_TOKEN_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "NODEAGENT_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     pub token_file: Option<PathBuf>,
 
     /// Client commands: reach the daemon over TCP at this address (http://HOST:PORT, or
@@ -141,6 +160,36 @@ pub enum Command {
     /// Run the reference upstream receiver: accepts registrations, heartbeats and reports over
     /// gRPC and writes the records to a JSON-lines file, without duplicates
     Sink(Box<crate::receiver::SinkArgs>),
+}
+
+/// The clap command, with the help of each subcommand showing only the global options that
+/// apply to it: `sink` (the reference receiver) uses none of them, and `run` none of the
+/// client's (`--addr`, `--tls-ca`, `-o`, ...). They are `global = true` so that they may come
+/// before or after the subcommand; that also lists them in every subcommand's help (issue 21).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    const CLIENT: [&str; 5] = [
+        "addr",
+        "tls_ca",
+        "tls_client_cert",
+        "tls_client_key",
+        "output",
+    ];
+    const DAEMON: [&str; 3] = ["state_dir", "socket", "token_file"];
+    let cmd = Cli::command();
+    // clap does not propagate a global option into a subcommand that defines one of the same
+    // id, so each subcommand gets a hidden, non-global copy of the ones that do not apply.
+    let hidden = |ids: &[&str]| -> Vec<clap::Arg> {
+        cmd.get_arguments()
+            .filter(|a| ids.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().global(false).hide(true))
+            .collect()
+    };
+    let all: Vec<&str> = DAEMON.iter().chain(CLIENT.iter()).copied().collect();
+    let for_sink = hidden(&all);
+    let for_run = hidden(&CLIENT);
+    cmd.mut_subcommand("sink", |s| s.args(for_sink))
+        .mut_subcommand("run", |s| s.args(for_run))
 }
 
 /// Runs one client command on a small single-threaded runtime: the client makes a handful of

@@ -20,12 +20,19 @@ pub struct CreateArgs {
     /// Answer once the object is running (or has failed), not when it is accepted
     #[arg(long)]
     pub wait: bool,
+    /// With several documents: create the good ones even if some are bad (or fail), and exit
+    /// 1 naming those. Without it, every document is checked first and none is created if one
+    /// is bad, and the first failure stops the rest
+    #[arg(long)]
+    pub continue_on_error: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// Id or name of one object; without it, list all. In the list, CPU and MEMORY are the
-    /// object's limits
+    /// Id or name of one object; without it, list all. In the list, CPU is the cores used
+    /// over the last two samples and the limit (`0.48/0.50`), MEMORY the bytes used, the limit
+    /// and the percent of it (`12Mi/64Mi 19%`); EXIT is the last exit code (or signal) and
+    /// RESTARTS the restarts by the restart policy
     pub id: Option<String>,
 }
 
@@ -79,14 +86,133 @@ pub async fn create(client: &Client, out: OutputFormat, args: CreateArgs) -> any
     } else {
         "/v1/objects"
     };
-    for spec in specs {
-        let answer = client.post(path, &spec).await?;
-        match out {
-            OutputFormat::Json => print!("{}", output::json(&answer)),
-            OutputFormat::Table => println!("{}", summary("created", &answer)),
+    let n = specs.len();
+    if n == 1 {
+        let answer = client.post(path, &specs[0]).await?;
+        print_created(out, &answer);
+        return Ok(());
+    }
+    // Several documents: check them all before creating any (issue 21), so that a typo in the
+    // second is not found after the first was created and the third silently skipped.
+    let taken = existing_names(client).await?;
+    let bad = check_documents(&specs, &taken);
+    if !bad.is_empty() && !args.continue_on_error {
+        anyhow::bail!(
+            "{} of {n} documents cannot be created, so none was (--continue-on-error creates \
+             the others):\n  {}",
+            bad.len(),
+            bad.iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+    }
+    let mut failed: Vec<String> = bad.iter().map(|(_, m)| m.clone()).collect();
+    for m in &failed {
+        eprintln!("error: {m}");
+    }
+    let mut created: Vec<String> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        if bad.iter().any(|(j, _)| *j == i) {
+            continue;
+        }
+        match client.post(path, spec).await {
+            Ok(answer) => {
+                print_created(out, &answer);
+                created.push(document_label(i, n, spec));
+            }
+            Err(e) if args.continue_on_error => {
+                let m = format!("{}: {e:#}", document_label(i, n, spec));
+                eprintln!("error: {m}");
+                failed.push(m);
+            }
+            Err(e) => {
+                let rest: Vec<String> = (i + 1..n)
+                    .map(|j| document_label(j, n, &specs[j]))
+                    .collect();
+                let created = if created.is_empty() {
+                    "none".to_string()
+                } else {
+                    created.join(", ")
+                };
+                let rest = if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not attempted: {}", rest.join(", "))
+                };
+                anyhow::bail!(
+                    "{}: {e:#} (created before it: {created}{rest})",
+                    document_label(i, n, spec)
+                );
+            }
         }
     }
+    if !failed.is_empty() {
+        anyhow::bail!("{} of {n} documents were not created", failed.len());
+    }
     Ok(())
+}
+
+fn print_created(out: OutputFormat, answer: &Value) {
+    match out {
+        OutputFormat::Json => print!("{}", output::json(answer)),
+        OutputFormat::Table => println!("{}", summary("created", answer)),
+    }
+}
+
+/// `document 2 of 3 (web-2)`: how an error names a document of a multi-document file.
+fn document_label(i: usize, n: usize, spec: &Value) -> String {
+    match spec.get("name").and_then(Value::as_str) {
+        Some(name) => format!("document {} of {n} ({name})", i + 1),
+        None => format!("document {} of {n} (no name)", i + 1),
+    }
+}
+
+/// The names of the objects the daemon has now.
+async fn existing_names(client: &Client) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let list = client.get("/v1/objects").await?;
+    Ok(list
+        .get("objects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Every document that cannot be created, by index, with the reason: a spec the server's own
+/// rules refuse (the same parser, from the types crate), a name used twice in the file, or a
+/// name the daemon already has. What only the daemon can know (its policy, a missing image)
+/// still shows at create time.
+fn check_documents(
+    specs: &[Value],
+    taken: &std::collections::BTreeSet<String>,
+) -> Vec<(usize, String)> {
+    let n = specs.len();
+    let mut bad = Vec::new();
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    for (i, spec) in specs.iter().enumerate() {
+        let label = document_label(i, n, spec);
+        let bytes = serde_json::to_vec(spec).unwrap_or_default();
+        match nodeagent_types::ObjectSpec::from_json(&bytes) {
+            Err(e) => bad.push((i, format!("{label}: {e}"))),
+            Ok(s) => {
+                if let Some(j) = seen.insert(s.name.clone(), i) {
+                    bad.push((
+                        i,
+                        format!("{label}: name {:?} is also document {}", s.name, j + 1),
+                    ));
+                } else if taken.contains(&s.name) {
+                    bad.push((
+                        i,
+                        format!("{label}: name {:?} is already taken on the node", s.name),
+                    ));
+                }
+            }
+        }
+    }
+    bad
 }
 
 pub async fn get(client: &Client, out: OutputFormat, args: GetArgs) -> anyhow::Result<()> {
@@ -102,7 +228,10 @@ pub async fn get(client: &Client, out: OutputFormat, args: GetArgs) -> anyhow::R
             let list = client.get("/v1/objects").await?;
             match out {
                 OutputFormat::Json => print!("{}", output::json(&list)),
-                OutputFormat::Table => print!("{}", list_table(&list)),
+                OutputFormat::Table => {
+                    let usage = usage_of(client, &list).await;
+                    print!("{}", list_table(&list, &usage))
+                }
             }
         }
     }
@@ -111,6 +240,15 @@ pub async fn get(client: &Client, out: OutputFormat, args: GetArgs) -> anyhow::R
 
 pub async fn update(client: &Client, out: OutputFormat, args: UpdateArgs) -> anyhow::Result<()> {
     let body = patch_body(&args);
+    if body.as_object().is_some_and(Map::is_empty) {
+        // Sent as it is, the server's answer would name the API's fields (`resources`,
+        // `paused`), which the CLI user never sees.
+        anyhow::bail!(
+            "nothing to update for {}: give at least one of --cpu, --cpu-weight, --cpuset, \
+             --memory, --pids, --pause or --resume",
+            args.id
+        );
+    }
     let mut path = format!("/v1/objects/{}", segment(&args.id));
     if args.wait {
         path.push_str("?wait=true");
@@ -253,7 +391,72 @@ fn summary(verb: &str, answer: &Value) -> String {
     line
 }
 
-fn list_table(list: &Value) -> String {
+/// The two newest samples of each listed object, by id, for the usage columns: one small
+/// request per object over the socket. An object with no samples (or gone meanwhile) has none.
+async fn usage_of(client: &Client, list: &Value) -> std::collections::BTreeMap<String, Value> {
+    let mut out = std::collections::BTreeMap::new();
+    let ids = list
+        .get("objects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("id").and_then(Value::as_str));
+    for id in ids {
+        let path = format!("/v1/objects/{}/metrics?limit=2", segment(id));
+        if let Ok(v) = client.get(&path).await {
+            out.insert(id.to_string(), v);
+        }
+    }
+    out
+}
+
+/// `0.48/0.50`: cores used (over the last two samples) and the limit; `-` for either that is
+/// not known.
+fn cpu_cell(limit: Option<&Value>, samples: &[Value]) -> String {
+    let used = match samples {
+        [.., prev, cur] => super::monitor::cpu_cores(prev, cur).map(|c| format!("{c:.2}")),
+        _ => None,
+    };
+    let limit = limit.and_then(Value::as_f64).map(|l| format!("{l:.2}"));
+    match (used, limit) {
+        (None, None) => "-".to_string(),
+        (u, None) => u.unwrap_or_else(|| "-".to_string()),
+        (u, Some(l)) => format!("{}/{l}", u.unwrap_or_else(|| "-".to_string())),
+    }
+}
+
+/// `12Mi/64Mi 19%`: bytes used (latest sample), the limit and the percent of it.
+fn memory_cell(limit: Option<u64>, samples: &[Value]) -> String {
+    let used = samples
+        .last()
+        .and_then(|s| s.get("memory_bytes"))
+        .and_then(Value::as_u64);
+    match (used, limit) {
+        (None, None) => "-".to_string(),
+        (Some(u), None) => output::bytes(u),
+        (None, Some(l)) => format!("-/{}", output::bytes(l)),
+        (Some(u), Some(l)) => format!(
+            "{}/{} {:.0}%",
+            output::bytes(u),
+            output::bytes(l),
+            u as f64 * 100.0 / l.max(1) as f64
+        ),
+    }
+}
+
+/// The last exit code, `sig N` for a signal, or `-`.
+fn exit_cell(o: &Value) -> String {
+    match (
+        o.get("exit_code").and_then(Value::as_i64),
+        o.get("exit_signal").and_then(Value::as_i64),
+    ) {
+        (Some(c), _) => c.to_string(),
+        (None, Some(s)) => format!("sig {s}"),
+        _ => "-".to_string(),
+    }
+}
+
+fn list_table(list: &Value, usage: &std::collections::BTreeMap<String, Value>) -> String {
     let empty = Vec::new();
     let objects = list
         .get("objects")
@@ -267,16 +470,23 @@ fn list_table(list: &Value) -> String {
     if containers {
         headers.push("CONTAINER");
     }
-    headers.extend(["CPU", "MEMORY", "AGE"]);
+    headers.extend(["CPU", "MEMORY", "EXIT", "RESTARTS", "AGE"]);
     let mut t = Table::new(&headers);
+    let none = Vec::new();
     for o in objects {
         let res = o.pointer("/spec/resources");
-        let cpu = res.and_then(|r| r.get("cpu"));
-        let memory = res
-            .and_then(|r| r.get("memory"))
-            .and_then(Value::as_u64)
-            .map(output::bytes)
-            .unwrap_or_else(|| "-".to_string());
+        let samples = o
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| usage.get(id))
+            .and_then(|u| u.get("samples"))
+            .and_then(Value::as_array)
+            .unwrap_or(&none);
+        let cpu = cpu_cell(res.and_then(|r| r.get("cpu")), samples);
+        let memory = memory_cell(
+            res.and_then(|r| r.get("memory")).and_then(Value::as_u64),
+            samples,
+        );
         let mut row = vec![
             output::cell(o.get("id")),
             output::cell(o.get("name")),
@@ -288,8 +498,10 @@ fn list_table(list: &Value) -> String {
             row.push(container_cell(o.get("container")));
         }
         row.extend([
-            output::cell(cpu),
+            cpu,
             memory,
+            exit_cell(o),
+            output::cell(o.get("restarts")),
             output::age_of(o.get("created_at").unwrap_or(&Value::Null)),
         ]);
         t.row(row);
@@ -346,6 +558,23 @@ mod tests {
     }
 
     #[test]
+    fn every_bad_document_is_named() {
+        let specs = parse_specs(
+            "name: a\nkind: process\nprocess: {command: [/bin/true]}\n---\nname: b\nkind: process\nprocess: {command: [/bin/true]}\nresources: {memroy: 1Mi}\n---\nname: a\nkind: process\nprocess: {command: [/bin/true]}\n---\nname: c\nkind: process\nprocess: {command: [/bin/true]}\n",
+            false,
+        )
+        .expect("yaml");
+        let taken = ["c".to_string()].into_iter().collect();
+        let bad = check_documents(&specs, &taken);
+        let idx: Vec<usize> = bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(idx, vec![1, 2, 3], "{bad:?}");
+        assert!(bad[0].1.starts_with("document 2 of 4 (b): "), "{bad:?}");
+        assert!(bad[0].1.contains("memroy"), "{bad:?}");
+        assert!(bad[1].1.contains("also document 1"), "{bad:?}");
+        assert!(bad[2].1.contains("already taken"), "{bad:?}");
+    }
+
+    #[test]
     fn patch_has_only_what_was_given() {
         let args = UpdateArgs {
             id: "x".into(),
@@ -376,10 +605,43 @@ mod tests {
             {"id": "b", "name": "c", "kind": "container", "status": "running",
              "container": {"id": "5ca7b6e27ad52f33", "sync": "in_sync"}},
         ]});
-        let t = list_table(&list);
+        let t = list_table(&list, &Default::default());
         assert!(t.lines().next().unwrap_or("").contains("CONTAINER"), "{t}");
         let only_processes = json!({"objects": [{"id": "a", "kind": "process"}]});
-        assert!(!list_table(&only_processes).contains("CONTAINER"));
+        assert!(!list_table(&only_processes, &Default::default()).contains("CONTAINER"));
+    }
+
+    /// Issue 21: the list shows usage beside the limits, the exit code and the restarts.
+    #[test]
+    fn list_shows_usage_exit_and_restarts() {
+        let list = json!({"objects": [
+            {"id": "a", "name": "p", "kind": "process", "status": "running", "restarts": 2,
+             "spec": {"resources": {"cpu": 0.5, "memory": 67108864}}},
+            {"id": "b", "name": "q", "kind": "process", "status": "exited", "exit_code": 3,
+             "restarts": 0, "spec": {}},
+        ]});
+        let usage: std::collections::BTreeMap<String, Value> = [(
+            "a".to_string(),
+            json!({"samples": [
+                {"seq": 1, "ts": "2024-05-01T00:00:00Z", "cpu_usage_ns": 0, "memory_bytes": 1},
+                {"seq": 2, "ts": "2024-05-01T00:00:01Z", "cpu_usage_ns": 480000000,
+                 "memory_bytes": 16777216u64},
+            ]}),
+        )]
+        .into_iter()
+        .collect();
+        let t = list_table(&list, &usage);
+        let header = t.lines().next().unwrap_or("");
+        assert!(
+            header.contains("EXIT") && header.contains("RESTARTS"),
+            "{t}"
+        );
+        let a = t.lines().find(|l| l.contains(" p ")).unwrap_or("");
+        assert!(a.contains("0.48/0.50"), "{t}");
+        assert!(a.contains("16Mi/64Mi 25%"), "{t}");
+        assert!(a.contains(" 2 "), "{t}");
+        let b = t.lines().find(|l| l.contains(" q ")).unwrap_or("");
+        assert!(b.contains(" 3 "), "{t}");
     }
 
     #[test]
