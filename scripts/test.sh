@@ -10,7 +10,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step reports how long the one before it took, and the run ends with a table of them all.
+PHASE=""
+PHASE_START=$SECONDS
+RUN_START=$SECONDS
+PHASES=()
+end_phase() {
+    [ -n "$PHASE" ] || return 0
+    local took=$((SECONDS - PHASE_START))
+    PHASES+=("$(printf '%5ds  %s' "$took" "$PHASE")")
+    printf '(%s took %ds)\n' "$PHASE" "$took"
+}
+step() {
+    end_phase
+    PHASE="$*"
+    PHASE_START=$SECONDS
+    printf '\n==> %s\n' "$*"
+}
+report_phases() {
+    local rc=$?
+    end_phase
+    PHASE=""
+    printf '\nphase times (total %ds):\n' "$((SECONDS - RUN_START))"
+    printf '%s\n' "${PHASES[@]}"
+    return $rc
+}
 die() { printf '\nerror: %s\n' "$*" >&2; exit 1; }
 
 # --- host checks ----------------------------------------------------------------------------
@@ -169,12 +193,16 @@ sweep_test_containers() {
 }
 
 cleanup() {
+    local rc=$?
     sweep_test_cgroups
     sweep_test_containers
+    report_phases || true
+    return $rc
 }
 
 # --- run ------------------------------------------------------------------------------------
 
+trap cleanup EXIT
 step "host checks"
 check_root
 check_cgroup_v1
@@ -204,7 +232,6 @@ ensure_test_image
 
 sweep_test_cgroups
 sweep_test_containers
-trap cleanup EXIT
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
@@ -221,3 +248,5 @@ step "cargo test --workspace"
 cargo test --workspace
 
 step "all checks passed"
+PHASE=""
+
