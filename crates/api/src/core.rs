@@ -58,6 +58,7 @@ pub trait Core: Send + Sync + 'static {
         key: &'a str,
         sink: &'a str,
         interval: Option<Duration>,
+        mode: Option<nodeagent_types::ReportMode>,
     ) -> BoxFuture<'a, Result<PushAck, ApiError>>;
     fn push_off<'a>(
         &'a self,
@@ -128,8 +129,9 @@ impl Core for AgentHandle {
         key: &'a str,
         sink: &'a str,
         interval: Option<Duration>,
+        mode: Option<nodeagent_types::ReportMode>,
     ) -> BoxFuture<'a, Result<PushAck, ApiError>> {
-        Box::pin(AgentHandle::push_on(self, key, sink, interval))
+        Box::pin(AgentHandle::push_on(self, key, sink, interval, mode))
     }
     fn push_off<'a>(
         &'a self,

@@ -440,9 +440,10 @@ impl Agent {
                 key,
                 sink,
                 interval,
+                mode,
                 reply,
             } => {
-                let _ = reply.send(self.push_on(&key, &sink, interval));
+                let _ = reply.send(self.push_on(&key, &sink, interval, mode));
             }
             Cmd::PushOff { key, sink, reply } => {
                 let _ = reply.send(self.push_off(&key, &sink));
@@ -596,6 +597,7 @@ impl Agent {
         key: &str,
         sink: &str,
         interval: Option<Duration>,
+        mode: Option<nodeagent_types::ReportMode>,
     ) -> Result<PushAck, ApiError> {
         let (id, _) = self.collecting(key)?;
         let h = self.sink(sink)?;
@@ -606,21 +608,34 @@ impl Agent {
                 format!("interval {interval} is out of range: give 10ms to 1h"),
             ));
         }
-        self.collector.send(Command::PushOn {
-            id: id.clone(),
-            sink: h,
-            interval: interval.0,
+        let effective = mode.unwrap_or_else(|| h.mode());
+        self.collector.send(match mode {
+            Some(mode) => Command::PushOnWith {
+                id: id.clone(),
+                sink: h,
+                interval: interval.0,
+                mode,
+            },
+            None => Command::PushOn {
+                id: id.clone(),
+                sink: h,
+                interval: interval.0,
+            },
         });
         let Some(e) = self.objects.get_mut(&id) else {
             return Err(ApiError::not_found(key));
         };
         e.obj.push.insert(sink.to_string(), interval);
+        match mode {
+            Some(m) => e.obj.push_mode.insert(sink.to_string(), m),
+            None => e.obj.push_mode.remove(sink),
+        };
         let obj = e.obj.clone();
         self.emit(
             EventKind::PushOn,
             &obj,
-            format!("reporting to {sink} every {interval}"),
-            json!({"sink": sink, "interval": interval}),
+            format!("reporting to {sink} every {interval} ({effective})"),
+            json!({"sink": sink, "interval": interval, "mode": effective}),
         );
         Ok(PushAck {
             id,
@@ -628,6 +643,7 @@ impl Agent {
             interval: Some(interval),
             status: "on".into(),
             sample_seq: None,
+            mode: Some(effective),
         })
     }
 
@@ -637,6 +653,7 @@ impl Agent {
         let Some(e) = self.objects.get_mut(&id) else {
             return Err(ApiError::not_found(key));
         };
+        e.obj.push_mode.remove(sink);
         if e.obj.push.remove(sink).is_none() {
             return Err(ApiError::precondition(format!(
                 "no report task to {sink} for {}",
@@ -661,6 +678,7 @@ impl Agent {
             interval: None,
             status: "off".into(),
             sample_seq: None,
+            mode: None,
         })
     }
 

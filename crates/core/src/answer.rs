@@ -35,6 +35,9 @@ pub struct PushAck {
     /// For push-once: the sequence number of the sample sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_seq: Option<u64>,
+    /// For push-on: the report mode the task runs in (given, or its sink's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<nodeagent_types::ReportMode>,
 }
 
 /// `GET /v1/host`.

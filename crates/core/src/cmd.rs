@@ -37,6 +37,8 @@ pub(crate) enum Cmd {
         key: String,
         sink: String,
         interval: Option<Duration>,
+        /// The report mode asked for; the sink's own when `None`.
+        mode: Option<nodeagent_types::ReportMode>,
         reply: Reply<PushAck>,
     },
     PushOff {

@@ -117,17 +117,21 @@ impl AgentHandle {
         })
         .await
     }
+    /// Starts a report task of the object to `sink`, every `interval`, in `mode` (the
+    /// sink's own when `None`: `latest` for file and stdout, `batch` for grpc and nats).
     pub async fn push_on(
         &self,
         key: &str,
         sink: &str,
         interval: Option<Duration>,
+        mode: Option<nodeagent_types::ReportMode>,
     ) -> Result<PushAck, ApiError> {
         let (key, sink) = (key.to_string(), sink.to_string());
         self.call(|reply| Cmd::PushOn {
             key,
             sink,
             interval,
+            mode,
             reply,
         })
         .await
@@ -156,6 +160,7 @@ impl AgentHandle {
             interval: None,
             status: "sent".into(),
             sample_seq: Some(seq),
+            mode: None,
         })
     }
     /// Recent samples, oldest first; at most `limit` of the newest when given.

@@ -73,6 +73,10 @@ pub struct Object {
     /// Report tasks running for this object: sink name → interval.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub push: BTreeMap<String, crate::quantity::Duration>,
+    /// The report mode of the tasks in `push` that asked for one (the others run in their
+    /// sink's mode).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub push_mode: BTreeMap<String, crate::report::ReportMode>,
     /// Why the object is failed or lost, or what last went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -131,6 +135,7 @@ impl Object {
             stdout_path: None,
             stderr_path: None,
             push: BTreeMap::new(),
+            push_mode: BTreeMap::new(),
             message: None,
             container: None,
         }

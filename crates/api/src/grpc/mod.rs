@@ -128,7 +128,7 @@ impl Agent for Service {
         let ack = self
             .api
             .core
-            .push_on(key, &b.sink, b.interval)
+            .push_on(key, &b.sink, b.interval, b.mode)
             .await
             .map_err(err)?;
         note.id(&ack.id);

@@ -200,35 +200,9 @@ pub async fn push_on(
 ) -> HttpResult {
     let (key, bytes) = object_body(&api, &note, path, raw.as_deref(), &headers, body)?;
     let b = request::parse_push_on(&bytes)?;
-    // The mode a report task gets is its sink's (SinkStatus::mode). The core does not carry a
-    // mode per push-on yet, so a request for the other one is refused rather than ignored.
-    let mode = api
-        .core
-        .sinks()
-        .into_iter()
-        .find(|s| s.name == b.sink)
-        .map(|s| s.mode);
-    if let (Some(want), Some(have)) = (b.mode, mode) {
-        if want != have {
-            return Err(ApiError::invalid(
-                "mode",
-                format!(
-                    "sink {:?} reports in mode {have}; a push-on of mode {want} needs a sink \
-                     configured with mode = \"{want}\" ([[sink]] in the config file)",
-                    b.sink
-                ),
-            )
-            .into());
-        }
-    }
-    let ack = api.core.push_on(&key, &b.sink, b.interval).await?;
+    let ack = api.core.push_on(&key, &b.sink, b.interval, b.mode).await?;
     note.id(&ack.id);
-    // The answer says which mode the task runs in (an extension of the contract's answer).
-    let mut v = serde_json::to_value(&ack).unwrap_or_default();
-    if let (Some(m), Some(obj)) = (mode, v.as_object_mut()) {
-        obj.insert("mode".into(), serde_json::Value::from(m.as_str()));
-    }
-    Ok(Json(v).into_response())
+    Ok(Json(ack).into_response())
 }
 
 /// `POST /v1/objects/{key}/push-off`.

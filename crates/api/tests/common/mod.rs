@@ -169,6 +169,7 @@ impl Core for FakeCore {
         key: &'a str,
         sink: &'a str,
         interval: Option<Duration>,
+        mode: Option<nodeagent_types::ReportMode>,
     ) -> BoxFuture<'a, Result<PushAck, ApiError>> {
         self.record("push_on");
         Box::pin(async move {
@@ -179,6 +180,7 @@ impl Core for FakeCore {
                 interval,
                 status: "on".into(),
                 sample_seq: None,
+                mode,
             })
         })
     }
@@ -196,6 +198,7 @@ impl Core for FakeCore {
                 interval: None,
                 status: "off".into(),
                 sample_seq: None,
+                mode: None,
             })
         })
     }
@@ -213,6 +216,7 @@ impl Core for FakeCore {
                 interval: None,
                 status: "sent".into(),
                 sample_seq: Some(3),
+                mode: None,
             })
         })
     }

@@ -834,10 +834,18 @@ impl Agent {
     pub(super) fn resume_push(&self, obj: &Object) {
         for (sink, interval) in &obj.push {
             match self.sinks.get(sink) {
-                Some(h) => self.collector.send(Command::PushOn {
-                    id: obj.id.clone(),
-                    sink: h.clone(),
-                    interval: interval.0,
+                Some(h) => self.collector.send(match obj.push_mode.get(sink) {
+                    Some(&mode) => Command::PushOnWith {
+                        id: obj.id.clone(),
+                        sink: h.clone(),
+                        interval: interval.0,
+                        mode,
+                    },
+                    None => Command::PushOn {
+                        id: obj.id.clone(),
+                        sink: h.clone(),
+                        interval: interval.0,
+                    },
                 }),
                 None => {
                     tracing::warn!(id = %obj.id, sink, "report task to a sink no longer configured")

@@ -34,8 +34,8 @@ pub struct PushArgs {
     /// latest: the newest sample, once per interval (one record per interval, whatever the
     /// object's collect interval). batch: every sample taken since the last report, sent
     /// together each interval (nothing sampled is left out; right for upstream sinks). A sink's
-    /// mode is set by `mode` in its [[sink]] section of the daemon's config file; a push-on
-    /// that asks for the other mode is refused.
+    /// default mode is set by `mode` in its [[sink]] section of the daemon's config file; this
+    /// flag chooses the mode of this one task.
     #[arg(long, value_enum, value_name = "MODE")]
     pub mode: Option<ModeArg>,
 }
