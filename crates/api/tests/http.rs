@@ -419,14 +419,25 @@ async fn push_routes() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error().1.as_deref(), Some("sink"));
 
-    // The report mode (issue 21): a push-on that asks a sink for a mode other than its own is
-    // refused naming `mode`, before it reaches the core; its own mode is accepted.
+    // The report mode (issue 21): a push-on's mode goes to the core as given (any sink may be
+    // asked for either), and an unknown one is refused naming `mode`.
     let r = send(
         &core,
         req(
             Method::POST,
             &format!("{base}/push-on"),
             r#"{"sink":"file","mode":"batch"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["mode"], "batch");
+    let r = send(
+        &core,
+        req(
+            Method::POST,
+            &format!("{base}/push-on"),
+            r#"{"sink":"file","mode":"often"}"#,
         ),
     )
     .await;
