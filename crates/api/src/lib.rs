@@ -8,10 +8,12 @@
 
 pub mod auth;
 pub mod core;
+mod error;
 mod events;
 pub mod grpc;
 pub mod http;
 mod listen;
+pub mod paths;
 pub mod request;
 pub mod tls;
 pub mod trace;
@@ -23,8 +25,8 @@ pub mod proto {
     tonic::include_proto!("nodeagent.v1");
 }
 
-pub use crate::auth::{AuditRecord, Peer, Token};
-pub use crate::core::Core;
+pub use crate::auth::{Peer, Token};
+pub use crate::core::{AuditRecord, Core};
 pub use crate::request::MAX_BODY_BYTES;
 
 use crate::auth::{Access, Guard};

@@ -7,6 +7,7 @@ pub mod collector;
 pub mod events;
 pub mod managers;
 pub mod prometheus;
+pub mod record;
 pub mod series;
 pub mod sinks;
 pub mod spool;
