@@ -23,6 +23,9 @@ pub mod trace;
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
 pub mod proto {
     tonic::include_proto!("nodeagent.v1");
+    // The defaults that objects report for some optional fields (`build.rs`,
+    // `REPORTED_DEFAULTS`), which the generated serde attributes name.
+    include!(concat!(env!("OUT_DIR"), "/reported_defaults.rs"));
 }
 
 pub use crate::auth::{Peer, Token};
