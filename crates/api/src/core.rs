@@ -5,11 +5,24 @@
 //! handle has no public constructor): tests give the router a stand-in that implements [`Core`].
 //! In the daemon the only implementation is [`AgentHandle`]'s, which forwards every call.
 
-use crate::auth::AuditRecord;
 use futures::future::BoxFuture;
 use nodeagent_core::{AgentHandle, Created, HostInfo, PushAck, SinkStatus};
 use nodeagent_types::{ApiError, Duration, Event, Object, ObjectPatch, ObjectSpec, Sample};
+use serde_json::Value;
 use tokio::sync::broadcast;
+
+/// What the audit middleware (`auth::audit`) hands to [`Core::audit`]. It is defined here,
+/// beside the trait that takes it, so that this module depends on no front end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// The object acted on, where the request got as far as finding or creating it.
+    pub object: Option<(String, String)>,
+    /// One line: who, what, result.
+    pub message: String,
+    /// `who`, `auth`, `transport`, `method`, `path`, `status`, and where known `grpc_status`,
+    /// `key` (the id or name as the client gave it), `id`, `name`, `remote`, `uid`, `pid`.
+    pub data: Value,
+}
 
 /// What the API layer asks of the core. Every method mirrors the [`AgentHandle`] method of the
 /// same name; see there for what each does. The futures are boxed so that the router can hold an

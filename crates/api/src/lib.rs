@@ -8,10 +8,12 @@
 
 pub mod auth;
 pub mod core;
+mod error;
 mod events;
 pub mod grpc;
 pub mod http;
 mod listen;
+pub mod paths;
 pub mod request;
 pub mod tls;
 pub mod trace;
@@ -21,10 +23,13 @@ pub mod trace;
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
 pub mod proto {
     tonic::include_proto!("nodeagent.v1");
+    // The defaults that objects report for some optional fields (`build.rs`,
+    // `REPORTED_DEFAULTS`), which the generated serde attributes name.
+    include!(concat!(env!("OUT_DIR"), "/reported_defaults.rs"));
 }
 
-pub use crate::auth::{AuditRecord, Peer, Token};
-pub use crate::core::Core;
+pub use crate::auth::{Peer, Token};
+pub use crate::core::{AuditRecord, Core};
 pub use crate::request::MAX_BODY_BYTES;
 
 use crate::auth::{Access, Guard};

@@ -309,7 +309,7 @@ async fn mutating_requests_are_audited_with_who_and_result() {
 
     // gRPC: the status arrives in the trailers, after the message.
     let mut c = AgentClient::connect(format!("http://{a}")).await.unwrap();
-    let spec = nodeagent_api::grpc::convert::spec_proto(&common::spec());
+    let spec = nodeagent_api::grpc::convert::spec_proto(&common::spec()).expect("to proto");
     let mut req = tonic::Request::new(nodeagent_api::proto::CreateRequest {
         spec: Some(spec.clone()),
         wait: false,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod kinds;
 pub mod policy;
 pub mod prometheus;
+pub mod record;
 pub mod series;
 pub mod sinks;
 pub mod spool;

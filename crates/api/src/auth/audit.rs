@@ -9,7 +9,7 @@
 //! them) and to the log at info level under the target `nodeagent::audit`.
 
 use super::{Method, Peer};
-use crate::core::Core;
+use crate::core::{AuditRecord, Core};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -23,18 +23,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-/// What the middleware hands to [`Core::audit`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditRecord {
-    /// The object acted on, where the request got as far as finding or creating it.
-    pub object: Option<(String, String)>,
-    /// One line: who, what, result.
-    pub message: String,
-    /// `who`, `auth`, `transport`, `method`, `path`, `status`, and where known `grpc_status`,
-    /// `key` (the id or name as the client gave it), `id`, `name`, `remote`, `uid`, `pid`.
-    pub data: Value,
-}
 
 /// The gRPC methods that change something; the others only read.
 const GRPC_MUTATING: &[&str] = &[

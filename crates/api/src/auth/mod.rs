@@ -17,7 +17,8 @@
 pub mod audit;
 
 use crate::core::Core;
-use crate::http::{paths, HttpError};
+use crate::error::HttpError;
+use crate::paths;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue};
@@ -30,7 +31,7 @@ use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
 
-pub use audit::AuditRecord;
+pub use crate::core::AuditRecord;
 
 /// The bearer token of the TCP listener.
 ///

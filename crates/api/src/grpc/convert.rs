@@ -1,16 +1,24 @@
 //! Conversions between the protobuf messages and the domain types.
 //!
-//! Incoming specs and patches are not converted field by field: they are rewritten as the JSON
-//! document an HTTP client would have sent and read by the same parser, so validation, defaults
-//! and the field names in errors cannot drift apart between the two front ends. Outgoing values
-//! are converted directly, since the domain types are already valid.
+//! Specs, patches and objects are not converted field by field: every message has serde
+//! generated from the proto (`crates/api/build.rs`), with the JSON API's field names. Incoming
+//! specs and patches are written as the JSON document an HTTP client would have sent and read
+//! by the same parser, so validation, defaults and the field names in errors cannot drift apart
+//! between the two front ends. Outgoing objects are written as the JSON API's document and read
+//! as the message. A new kind therefore needs its message in the proto and nothing here.
+//!
+//! Samples, events and the host's information are converted by hand: they are the same for
+//! every kind, and their messages differ from the JSON form on purpose (`ts_unix_nanos`, the
+//! event's `data_json`).
+
+pub mod serde_helpers;
 
 use crate::proto;
 use nodeagent_core::{HostInfo, PushAck};
-use nodeagent_types::{
-    ApiError, ErrorCode, Event, Object, ObjectSpec, Resources, RestartPolicy, Sample,
-};
-use serde_json::{Map, Value};
+use nodeagent_types::{ApiError, ErrorCode, Event, Object, ObjectSpec, Sample};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -55,146 +63,25 @@ pub fn status_of(e: ApiError) -> Status {
     status
 }
 
-fn set(m: &mut Map<String, Value>, k: &str, v: impl Into<Value>) {
-    m.insert(k.to_string(), v.into());
-}
-
-fn string_map(m: &std::collections::HashMap<String, String>) -> Value {
-    Value::Object(
-        m.iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
-}
-
-/// The JSON form of `resources`. `prefix` names the struct in errors (`resources`).
-fn resources_json(r: &proto::Resources, prefix: &str) -> Result<Value, ApiError> {
-    let mut m = Map::new();
-    if let Some(cpu) = r.cpu {
-        // JSON has no NaN or infinity (serde_json would turn them into null, i.e. "no limit"),
-        // so refuse them here with the message the spec parser gives for out-of-range values.
-        if !cpu.is_finite() {
-            return Err(ApiError::invalid(
-                format!("{prefix}.cpu"),
-                format!("cpu {cpu} is out of range: give cores, e.g. 0.5"),
-            ));
-        }
-        set(&mut m, "cpu", cpu);
-    }
-    if let Some(w) = r.cpu_weight {
-        set(&mut m, "cpu_weight", w);
-    }
-    if let Some(c) = &r.cpuset {
-        set(&mut m, "cpuset", c.clone());
-    }
-    // A string either way: the JSON parser takes "67108864" as bytes and "64Mi" as a quantity.
-    if let Some(mem) = &r.memory {
-        set(&mut m, "memory", mem.clone());
-    }
-    if let Some(p) = r.pids {
-        set(&mut m, "pids", p);
-    }
-    Ok(Value::Object(m))
+/// The JSON document an HTTP client would have sent for this protobuf message, written by the
+/// serde that `build.rs` generates on every message: optional fields left out when not given,
+/// empty repeated and map fields left out, and a float JSON numbers cannot carry written as
+/// proto3's JSON mapping does (`"NaN"`), so that the parser refuses it at its field
+/// (`resources.cpu`).
+pub fn to_json<T: Serialize>(message: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(message)
+        .map_err(|e| ApiError::internal(format!("encoding a request: {e}")))
 }
 
 /// The JSON document equivalent to a protobuf spec. `name` and `kind` are always present so
 /// that an empty one is reported as an invalid value of that field.
 pub fn spec_json(p: &proto::ObjectSpec) -> Result<Value, ApiError> {
-    let mut m = Map::new();
-    set(&mut m, "name", p.name.clone());
-    set(&mut m, "kind", p.kind.clone());
-    if !p.labels.is_empty() {
-        set(&mut m, "labels", string_map(&p.labels));
-    }
-    if let Some(pr) = &p.process {
-        let mut o = Map::new();
-        set(&mut o, "command", pr.command.clone());
-        if !pr.env.is_empty() {
-            set(&mut o, "env", string_map(&pr.env));
-        }
-        if let Some(cwd) = &pr.cwd {
-            set(&mut o, "cwd", cwd.clone());
-        }
-        if let Some(r) = &pr.restart {
-            set(&mut o, "restart", r.clone());
-        }
-        set(&mut m, "process", o);
-    }
-    if let Some(cg) = &p.cgroup {
-        let mut o = Map::new();
-        // proto3 cannot tell an empty list from none; both mean "not given".
-        if !cg.pids.is_empty() {
-            set(&mut o, "pids", cg.pids.clone());
-        }
-        if let Some(path) = &cg.path {
-            set(&mut o, "path", path.clone());
-        }
-        set(&mut m, "cgroup", o);
-    }
-    if let Some(c) = &p.container {
-        let mut o = Map::new();
-        // An adoption gives no image; an empty one is then "not given".
-        if !c.image.is_empty() || c.adopt.is_none() {
-            set(&mut o, "image", c.image.clone());
-        }
-        if !c.command.is_empty() {
-            set(&mut o, "command", c.command.clone());
-        }
-        if !c.env.is_empty() {
-            set(&mut o, "env", string_map(&c.env));
-        }
-        if c.pull {
-            set(&mut o, "pull", true);
-        }
-        if let Some(a) = &c.adopt {
-            set(&mut o, "adopt", a.clone());
-        }
-        if c.privileged {
-            set(&mut o, "privileged", true);
-        }
-        if let Some(n) = &c.network {
-            set(&mut o, "network", n.clone());
-        }
-        if c.host_pid {
-            set(&mut o, "host_pid", true);
-        }
-        if !c.mounts.is_empty() {
-            let mounts: Vec<Value> = c
-                .mounts
-                .iter()
-                .map(|x| {
-                    serde_json::json!({
-                        "source": x.source, "target": x.target, "read_only": x.read_only,
-                    })
-                })
-                .collect();
-            set(&mut o, "mounts", mounts);
-        }
-        set(&mut m, "container", o);
-    }
-    if let Some(r) = &p.resources {
-        m.insert("resources".into(), resources_json(r, "resources")?);
-    }
-    if let Some(c) = &p.collect {
-        let mut o = Map::new();
-        if let Some(i) = &c.interval {
-            set(&mut o, "interval", i.clone());
-        }
-        set(&mut m, "collect", o);
-    }
-    Ok(Value::Object(m))
+    to_json(p)
 }
 
 /// The JSON document equivalent to a protobuf patch.
 pub fn patch_json(p: &proto::ObjectPatch) -> Result<Value, ApiError> {
-    let mut m = Map::new();
-    if let Some(r) = &p.resources {
-        m.insert("resources".into(), resources_json(r, "resources")?);
-    }
-    if let Some(paused) = p.paused {
-        set(&mut m, "paused", paused);
-    }
-    Ok(Value::Object(m))
+    to_json(p)
 }
 
 /// Encodes a JSON document for the shared parsers, which read bytes (as the HTTP body is).
@@ -202,105 +89,32 @@ pub fn json_bytes(v: &Value) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(v).map_err(|e| ApiError::internal(format!("encoding a request: {e}")))
 }
 
-fn restart_str(r: RestartPolicy) -> String {
-    // Through serde, so the spelling is the JSON API's by construction.
-    serde_json::to_value(r)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+/// The protobuf message equivalent to a domain value: its JSON form (the HTTP API's) read by
+/// the message's generated serde. Fields match by name, so a kind's section needs no code here.
+/// Failing is a bug (the proto and the JSON model disagree about a field), reported as an
+/// internal error naming the field.
+pub fn to_proto<T: Serialize, P: DeserializeOwned>(value: &T) -> Result<P, ApiError> {
+    // Through JSON bytes rather than a `Value`: building the map of a `Value` cost about as
+    // much again as the rest.
+    let json = serde_json::to_vec(value)
+        .map_err(|e| ApiError::internal(format!("encoding a response: {e}")))?;
+    serde_json::from_slice(&json).map_err(|_| {
+        // Only on failure (a bug), read again to name the field.
+        let de = &mut serde_json::Deserializer::from_slice(&json);
+        let why = match serde_path_to_error::deserialize::<_, P>(de) {
+            Err(e) => format!("{}: {}", e.path(), e.inner()),
+            Ok(_) => "inconsistent decoding".to_string(),
+        };
+        ApiError::internal(format!("encoding a response as protobuf: {why}"))
+    })
 }
 
-fn resources_proto(r: &Resources) -> proto::Resources {
-    proto::Resources {
-        cpu: r.cpu,
-        cpu_weight: r.cpu_weight,
-        cpuset: r.cpuset.as_ref().map(|c| c.0.clone()),
-        memory: r.memory.map(|m| m.0.to_string()),
-        pids: r.pids,
-    }
+pub fn spec_proto(s: &ObjectSpec) -> Result<proto::ObjectSpec, ApiError> {
+    to_proto(s)
 }
 
-pub fn spec_proto(s: &ObjectSpec) -> proto::ObjectSpec {
-    proto::ObjectSpec {
-        name: s.name.clone(),
-        kind: s.kind.as_str().to_string(),
-        labels: s.labels.clone().into_iter().collect(),
-        process: s
-            .section::<nodeagent_types::ProcessSpec>()
-            .map(|p| proto::ProcessSpec {
-                command: p.command.clone(),
-                env: p.env.clone().into_iter().collect(),
-                cwd: p.cwd.clone(),
-                restart: Some(restart_str(p.restart)),
-            }),
-        cgroup: s
-            .section::<nodeagent_types::CgroupSpec>()
-            .map(|c| proto::CgroupSpec {
-                pids: c.pids.clone().unwrap_or_default(),
-                path: c.path.clone(),
-            }),
-        container: s
-            .section::<nodeagent_types::ContainerSpec>()
-            .map(|c| proto::ContainerSpec {
-                image: c.image.clone(),
-                command: c.command.clone(),
-                env: c.env.clone().into_iter().collect(),
-                pull: c.pull,
-                adopt: c.adopt.clone(),
-                privileged: c.privileged,
-                network: Some(c.network.as_str().to_string()),
-                host_pid: c.host_pid,
-                mounts: c
-                    .mounts
-                    .iter()
-                    .map(|m| proto::Mount {
-                        source: m.source.clone(),
-                        target: m.target.clone(),
-                        read_only: m.read_only,
-                    })
-                    .collect(),
-            }),
-        resources: Some(resources_proto(&s.resources)),
-        collect: Some(proto::CollectSpec {
-            interval: Some(s.collect.interval.to_string()),
-        }),
-    }
-}
-
-pub fn object_proto(o: &Object) -> proto::Object {
-    proto::Object {
-        id: o.id.clone(),
-        name: o.name.clone(),
-        kind: o.kind.as_str().to_string(),
-        status: o.status.as_str().to_string(),
-        spec: Some(spec_proto(&o.spec)),
-        pid: o.pid,
-        exit_code: o.exit_code,
-        exit_signal: o.exit_signal,
-        created_at: o.created_at.to_rfc3339(),
-        updated_at: o.updated_at.to_rfc3339(),
-        paused: o.paused,
-        restarts: o.restarts,
-        cgroup: o.cgroup.clone(),
-        stdout_path: o.stdout_path.clone(),
-        stderr_path: o.stderr_path.clone(),
-        push: o
-            .push
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect(),
-        message: o.message.clone(),
-        container: o.container.as_ref().map(|c| proto::ContainerStatus {
-            id: c.id.clone(),
-            adopted: c.adopted,
-            // Through serde, so the spelling is the JSON API's by construction.
-            sync: serde_json::to_value(c.sync)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            sync_message: c.sync_message.clone(),
-        }),
-    }
+pub fn object_proto(o: &Object) -> Result<proto::Object, ApiError> {
+    to_proto(o)
 }
 
 fn devices_proto(d: &[nodeagent_types::DeviceCounters]) -> Vec<proto::DeviceCounters> {
@@ -383,8 +197,8 @@ pub fn push_ack_proto(a: &PushAck) -> proto::PushAck {
     }
 }
 
-pub fn host_proto(h: &HostInfo) -> proto::HostInfo {
-    proto::HostInfo {
+pub fn host_proto(h: &HostInfo) -> Result<proto::HostInfo, ApiError> {
+    Ok(proto::HostInfo {
         node: h.node.clone(),
         hostname: h.hostname.clone(),
         kernel: h.kernel.clone(),
@@ -393,9 +207,9 @@ pub fn host_proto(h: &HostInfo) -> proto::HostInfo {
         cgroup_version: h.cgroup_version.clone(),
         agent_version: h.agent_version.clone(),
         started_at: h.started_at.to_rfc3339(),
-        object: Some(object_proto(&h.object)),
+        object: Some(object_proto(&h.object)?),
         sample: h.sample.as_ref().map(sample_proto),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -447,7 +261,7 @@ mod tests {
         assert_eq!(from_proto, from_json);
         // And back: the proto form of the parsed spec parses to the same spec.
         assert_eq!(
-            parse(&spec_proto(&from_json)).expect("round trip"),
+            parse(&spec_proto(&from_json).expect("to proto")).expect("round trip"),
             from_json
         );
     }

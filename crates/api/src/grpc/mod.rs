@@ -60,20 +60,24 @@ impl Agent for Service {
             id: created.id.clone(),
             event_id: created.event_id,
             status: if req.wait { "created" } else { "accepted" }.to_string(),
-            object: Some(convert::object_proto(&created.object)),
+            object: Some(convert::object_proto(&created.object).map_err(err)?),
         }))
     }
 
     async fn get(&self, req: Request<proto::GetRequest>) -> GrpcResult<proto::Object> {
         let req = req.into_inner();
         let o = self.api.core.get(key_of(&req.key)?).await.map_err(err)?;
-        Ok(Response::new(convert::object_proto(&o)))
+        Ok(Response::new(convert::object_proto(&o).map_err(err)?))
     }
 
     async fn list(&self, _req: Request<proto::ListRequest>) -> GrpcResult<proto::ListResponse> {
         let objects = self.api.core.list().await.map_err(err)?;
         Ok(Response::new(proto::ListResponse {
-            objects: objects.iter().map(convert::object_proto).collect(),
+            objects: objects
+                .iter()
+                .map(convert::object_proto)
+                .collect::<Result<_, _>>()
+                .map_err(err)?,
         }))
     }
 
@@ -94,7 +98,7 @@ impl Agent for Service {
             .await
             .map_err(err)?;
         note.object(&o);
-        Ok(Response::new(convert::object_proto(&o)))
+        Ok(Response::new(convert::object_proto(&o).map_err(err)?))
     }
 
     async fn delete(&self, req: Request<proto::DeleteRequest>) -> GrpcResult<proto::Object> {
@@ -112,7 +116,7 @@ impl Agent for Service {
             .await
             .map_err(err)?;
         note.object(&o);
-        Ok(Response::new(convert::object_proto(&o)))
+        Ok(Response::new(convert::object_proto(&o).map_err(err)?))
     }
 
     async fn push_on(&self, req: Request<proto::PushOnRequest>) -> GrpcResult<proto::PushAck> {
@@ -178,7 +182,7 @@ impl Agent for Service {
 
     async fn host(&self, _req: Request<proto::HostRequest>) -> GrpcResult<proto::HostInfo> {
         let h = self.api.core.host().await.map_err(err)?;
-        Ok(Response::new(convert::host_proto(&h)))
+        Ok(Response::new(convert::host_proto(&h).map_err(err)?))
     }
 
     async fn events(

@@ -1,10 +1,10 @@
 //! One handler per route: parse (query, path, body), call the core once, format the answer.
 //! Parsing happens before the core is called, so a bad request never reaches it.
 
-use super::error::HttpError;
 use super::query::Query;
 use super::sse;
 use crate::auth::audit::AuditNote;
+use crate::error::HttpError;
 use crate::request;
 use crate::Api;
 use axum::body::Bytes;

@@ -1,12 +1,12 @@
 //! The HTTP/JSON front end (DESIGN.md §4): routes, handlers, error responses and the SSE event
 //! stream. Handlers parse the request, call the core once, and format its answer.
 
-mod error;
 mod handlers;
 mod query;
 mod sse;
 
-pub use error::HttpError;
+pub use crate::error::HttpError;
+pub use crate::paths;
 pub use query::Query;
 
 use crate::Api;
@@ -14,23 +14,6 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use nodeagent_types::{ApiError, ErrorCode};
-
-/// Route paths, in axum's syntax (which is also OpenAPI's: `{key}` is a path parameter).
-pub mod paths {
-    pub const OBJECTS: &str = "/v1/objects";
-    pub const OBJECT: &str = "/v1/objects/{key}";
-    pub const PUSH_ON: &str = "/v1/objects/{key}/push-on";
-    pub const PUSH_OFF: &str = "/v1/objects/{key}/push-off";
-    pub const PUSH_ONCE: &str = "/v1/objects/{key}/push-once";
-    pub const OBJECT_METRICS: &str = "/v1/objects/{key}/metrics";
-    pub const HOST: &str = "/v1/host";
-    pub const SINKS: &str = "/v1/sinks";
-    pub const EVENTS: &str = "/v1/events";
-    pub const PROMETHEUS: &str = "/metrics";
-    pub const HEALTHZ: &str = "/healthz";
-    pub const READYZ: &str = "/readyz";
-    pub const OPENAPI: &str = "/openapi.json";
-}
 
 /// Every path the router serves, in the order it registers them. The router is built from this
 /// list (see [`route_table`]) and a test checks that `openapi.json` documents each one.

@@ -18,14 +18,18 @@
 pub mod file;
 pub mod grpc;
 pub mod nats;
+mod net;
 mod network;
 pub mod stdout;
+
+/// The record sinks take; defined in [`crate::record`], which the upstream encoding shares.
+pub use crate::record::Record;
 
 use crate::events::EventLog;
 use crate::series::lock;
 use crate::spool::{FsyncPolicy, Spool, SpoolOptions};
 use crate::upstream::NodeInfo;
-use nodeagent_types::{Duration, Event, EventKind, Kind, Memory, ReportMode, Sample};
+use nodeagent_types::{Duration, Event, EventKind, Memory, ReportMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -454,18 +458,6 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// One report record. `seq` is numbered by the sink as it writes, per (node, sink), from 1 with
-/// no gaps, so a receiver can tell a lost record from a late one.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub node: Arc<str>,
-    pub seq: u64,
-    pub id: String,
-    pub name: String,
-    pub kind: Kind,
-    pub sample: Sample,
 }
 
 /// Answer to a batch that asked for one: the sample seq it carried, once written and flushed

@@ -3,7 +3,7 @@
 //! receiver.
 //!
 //! Records are encoded once, by the sink's spool writer, straight from the engine's
-//! [`Record`](crate::sinks::Record) and [`Event`] into protobuf bytes ([`wire`]) with no
+//! [`Record`](crate::record::Record) and [`Event`] into protobuf bytes ([`wire`]) with no
 //! intermediate message structs. The spool stores those bytes; the senders frame them into a
 //! `Batch` message by concatenation ([`wire::batch_record`]) without decoding them again.
 

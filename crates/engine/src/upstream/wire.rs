@@ -11,7 +11,7 @@
 //! [`batch_record`] per record. The result decodes as [`proto::Batch`](super::proto::Batch),
 //! which is what the reference receiver and NATS consumers do.
 
-use crate::sinks::Record;
+use crate::record::Record;
 use bytes::BufMut;
 use nodeagent_types::{Event, HostStats, Sample};
 use prost::encoding::{encode_varint, encoded_len_varint};

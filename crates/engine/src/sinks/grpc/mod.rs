@@ -3,14 +3,14 @@
 //!
 //! The sender connects (with backoff while the upstream is down; start-up never waits for it),
 //! registers the host, and keeps one `Report` stream open: batches from the spool go out in
-//! sequence order, up to [`WINDOW`](super::network::WINDOW) of them unacknowledged, and each ack
+//! sequence order, up to [`WINDOW`](super::net::WINDOW) of them unacknowledged, and each ack
 //! moves the spool's acked cursor. A heartbeat renews the lease on an interval. When the
 //! upstream no longer knows the node (NOT_FOUND, after it restarted) the sender registers again;
 //! when the stream breaks or an ack is overdue it reconnects and resends everything after the
 //! cursor. Batches are framed from the spool's bytes and written to the stream as they are
 //! ([`RawCodec`]): no record is decoded or re-encoded on the way.
 
-use super::network::{sleep_until, Backoff, Net};
+use super::net::{sleep_until, Backoff, Net};
 use super::{Compression, SinkConfig, DEFAULT_UPSTREAM_HEARTBEAT};
 use crate::upstream::proto::upstream_client::UpstreamClient;
 use crate::upstream::proto::{Ack, HeartbeatRequest, RegisterRequest};

@@ -11,11 +11,11 @@
 //! - `Nodeagent-Node`, `Nodeagent-First-Seq`, `Nodeagent-Last-Seq`, and `Content-Type`.
 //!
 //! The stream (`NODEAGENT` by default, subjects `<prefix>.>`) is created if it does not exist.
-//! Up to [`WINDOW`](super::network::WINDOW) publishes wait for their acks at once; acks advance
+//! Up to [`WINDOW`](super::net::WINDOW) publishes wait for their acks at once; acks advance
 //! the spool's cursor in order. A failed or overdue ack makes the sender start again from the
 //! cursor. The client reconnects by itself when the server goes away.
 
-use super::network::{sleep_until, Backoff, Net};
+use super::net::{sleep_until, Backoff, Net};
 use super::{SinkConfig, DEFAULT_NATS_STREAM, DEFAULT_SUBJECT_PREFIX};
 use crate::upstream::subject_token;
 use crate::upstream::wire::BodyKind;

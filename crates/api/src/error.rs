@@ -1,5 +1,8 @@
 //! Error responses: every one is `{"error": {"code", "message", "field"?}}` (DESIGN.md §4) with
 //! the status its code maps to, including the router's own 404, 405 and 413.
+//!
+//! The HTTP front end (`http`) and the auth middleware (its 401) both answer in this shape; it
+//! is apart from both so that auth does not depend on the front end it guards.
 
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
