@@ -197,6 +197,7 @@ async fn grpc_core_errors_map_to_codes() {
             key: ID.into(),
             sink: "stdout".into(),
             interval: Some("1s".into()),
+            mode: None,
         })
         .await
         .expect("push-on")
@@ -205,6 +206,18 @@ async fn grpc_core_errors_map_to_codes() {
         (ack.status.as_str(), ack.interval.as_deref()),
         ("on", Some("1s"))
     );
+    // A mode is checked like the HTTP body's: an unknown one names `mode`.
+    let status = client
+        .push_on(proto::PushOnRequest {
+            key: ID.into(),
+            sink: "stdout".into(),
+            interval: None,
+            mode: Some("often".into()),
+        })
+        .await
+        .expect_err("bad mode");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("mode"), "{}", status.message());
 
     let samples = client
         .metrics(proto::MetricsRequest {

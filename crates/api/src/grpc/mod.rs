@@ -128,6 +128,9 @@ impl Agent for Service {
         if let Some(i) = &req.interval {
             body["interval"] = json!(i);
         }
+        if let Some(m) = &req.mode {
+            body["mode"] = json!(m);
+        }
         let b = request::parse_push_on(&json_bytes(&body).map_err(err)?).map_err(err)?;
         let ack = self
             .api
