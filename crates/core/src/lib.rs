@@ -8,6 +8,7 @@ mod agent;
 pub mod config;
 mod handle;
 pub mod policy;
+mod rings;
 pub mod store;
 
 pub use agent::Agent;

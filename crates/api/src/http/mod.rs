@@ -5,6 +5,7 @@ mod error;
 mod handlers;
 mod query;
 mod sse;
+mod stream;
 
 pub use error::HttpError;
 pub use query::Query;
@@ -30,6 +31,8 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const OPENAPI: &str = "/openapi.json";
+    pub const OBJECT_METRICS_STREAM: &str = "/v1/objects/{key}/metrics/stream";
+    pub const METRICS_STREAM: &str = "/v1/metrics/stream";
 }
 
 /// Every path the router serves, in the order it registers them. The router is built from this
@@ -48,13 +51,15 @@ pub const ROUTES: &[&str] = &[
     paths::HEALTHZ,
     paths::READYZ,
     paths::OPENAPI,
+    paths::OBJECT_METRICS_STREAM,
+    paths::METRICS_STREAM,
 ];
 
 /// The hand-written OpenAPI 3.0 description of the routes above, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Each route's path with its handlers, in the order of [`ROUTES`] (a test checks it).
-fn route_table() -> [(&'static str, MethodRouter<Api>); 13] {
+fn route_table() -> [(&'static str, MethodRouter<Api>); 15] {
     use handlers as h;
     [
         (paths::OBJECTS, post(h::create).get(h::list)),
@@ -73,6 +78,8 @@ fn route_table() -> [(&'static str, MethodRouter<Api>); 13] {
         (paths::HEALTHZ, get(h::healthz)),
         (paths::READYZ, get(h::readyz)),
         (paths::OPENAPI, get(h::openapi)),
+        (paths::OBJECT_METRICS_STREAM, get(stream::object)),
+        (paths::METRICS_STREAM, get(stream::all)),
     ]
 }
 

@@ -4,9 +4,11 @@
 //! mode 0600, so only its owner can drive the agent), or over TCP with `--addr`.
 
 pub mod client;
+mod follow;
 mod monitor;
 mod objects;
 pub mod output;
+mod sse;
 
 use crate::config::{RunArgs, RUN_LONG_ABOUT};
 use clap::{Args, Parser, Subcommand, ValueEnum};
