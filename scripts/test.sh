@@ -196,6 +196,9 @@ ensure_pkg prometheus
 ensure_pkg nats-server
 # The container kind runs containers through the real Docker Engine, with a local test image.
 ensure_pkg docker.io busybox-static
+# `nodeagent top` is tested in a real terminal: tmux runs it, send-keys types, capture-pane reads
+# the screen (crates/nodeagent/tests/e2e_top.rs).
+ensure_pkg tmux
 echo "packages: ok"
 
 step "docker engine and test image"

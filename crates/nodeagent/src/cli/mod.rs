@@ -9,6 +9,7 @@ mod monitor;
 mod objects;
 pub mod output;
 mod sse;
+mod top;
 
 use crate::config::{RunArgs, RUN_LONG_ABOUT};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -140,6 +141,9 @@ pub enum Command {
     Host,
     /// Show the sinks: queue depth, spool size, and sent, acked, retried and dropped counts
     Sinks,
+    /// A live terminal view of the host and the objects, sorted by CPU, with keys to sort,
+    /// filter, pause/resume and set CPU or memory (q quits)
+    Top(top::TopArgs),
     /// Run the reference upstream receiver: accepts registrations, heartbeats and reports over
     /// gRPC and writes the records to a JSON-lines file, without duplicates
     Sink(Box<crate::receiver::SinkArgs>),
@@ -165,6 +169,7 @@ pub fn main(global: &GlobalOpts, command: Command) -> anyhow::Result<()> {
             Command::Events(a) => monitor::events(&client, out, a).await,
             Command::Host => monitor::host(&client, out).await,
             Command::Sinks => monitor::sinks(&client, out).await,
+            Command::Top(a) => top::run(global, a).await,
             Command::Sink(_) => anyhow::bail!("`sink` is not a client command"),
         }
     })
