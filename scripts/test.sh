@@ -199,6 +199,10 @@ ensure_pkg docker.io busybox-static
 # `nodeagent top` is tested in a real terminal: tmux runs it, send-keys types, capture-pane reads
 # the screen (crates/nodeagent/tests/e2e_top.rs).
 ensure_pkg tmux
+# The web console is tested in a real headless Chromium driven by playwright-core under Node.js
+# (crates/nodeagent/tests/e2e_browser.rs, which installs playwright-core itself, once, under
+# /var/cache/nodeagent-test/). Neither is needed to build or run the agent.
+ensure_pkg chromium nodejs npm
 echo "packages: ok"
 
 step "docker engine and test image"

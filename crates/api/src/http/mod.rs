@@ -6,6 +6,7 @@ mod handlers;
 mod query;
 mod sse;
 mod stream;
+pub(crate) mod ui;
 
 pub use error::HttpError;
 pub use query::Query;
@@ -33,6 +34,7 @@ pub mod paths {
     pub const OPENAPI: &str = "/openapi.json";
     pub const OBJECT_METRICS_STREAM: &str = "/v1/objects/{key}/metrics/stream";
     pub const METRICS_STREAM: &str = "/v1/metrics/stream";
+    pub const CONSOLE_CODES: &str = "/v1/console/codes";
 }
 
 /// Every path the router serves, in the order it registers them. The router is built from this
@@ -53,13 +55,14 @@ pub const ROUTES: &[&str] = &[
     paths::OPENAPI,
     paths::OBJECT_METRICS_STREAM,
     paths::METRICS_STREAM,
+    paths::CONSOLE_CODES,
 ];
 
 /// The hand-written OpenAPI 3.0 description of the routes above, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Each route's path with its handlers, in the order of [`ROUTES`] (a test checks it).
-fn route_table() -> [(&'static str, MethodRouter<Api>); 15] {
+fn route_table() -> [(&'static str, MethodRouter<Api>); 16] {
     use handlers as h;
     [
         (paths::OBJECTS, post(h::create).get(h::list)),
@@ -80,6 +83,7 @@ fn route_table() -> [(&'static str, MethodRouter<Api>); 15] {
         (paths::OPENAPI, get(h::openapi)),
         (paths::OBJECT_METRICS_STREAM, get(stream::object)),
         (paths::METRICS_STREAM, get(stream::all)),
+        (paths::CONSOLE_CODES, post(ui::new_code)),
     ]
 }
 
@@ -89,6 +93,7 @@ pub(crate) fn routes() -> axum::Router<Api> {
     for (path, handler) in route_table() {
         r = r.route(path, handler);
     }
+    r = r.merge(ui::routes());
     // Must come after the routes: it applies to the method routers registered so far.
     r.method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -10,6 +10,7 @@ mod objects;
 pub mod output;
 mod sse;
 mod top;
+mod ui;
 
 use crate::config::{RunArgs, RUN_LONG_ABOUT};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -144,6 +145,8 @@ pub enum Command {
     /// A live terminal view of the host and the objects, sorted by CPU, with keys to sort,
     /// filter, pause/resume and set CPU or memory (q quits)
     Top(top::TopArgs),
+    /// Print a URL that logs a browser in to the web console (/ui/) once, within 60 s
+    Ui(ui::UiArgs),
     /// Run the reference upstream receiver: accepts registrations, heartbeats and reports over
     /// gRPC and writes the records to a JSON-lines file, without duplicates
     Sink(Box<crate::receiver::SinkArgs>),
@@ -170,6 +173,7 @@ pub fn main(global: &GlobalOpts, command: Command) -> anyhow::Result<()> {
             Command::Host => monitor::host(&client, out).await,
             Command::Sinks => monitor::sinks(&client, out).await,
             Command::Top(a) => top::run(global, a).await,
+            Command::Ui(a) => ui::run(&client, global, a).await,
             Command::Sink(_) => anyhow::bail!("`sink` is not a client command"),
         }
     })
