@@ -189,3 +189,46 @@ async fn logout(State(_): State<Api>, headers: HeaderMap) -> Response {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_assets_and_the_code_exchange_are_open() {
+        assert!(open_path(&Method::GET, "/ui/"));
+        assert!(open_path(&Method::GET, "/ui/app.js"));
+        assert!(open_path(&Method::POST, "/ui/session"));
+        assert!(!open_path(&Method::POST, "/ui/logout"));
+        assert!(!open_path(&Method::GET, "/uix"));
+        assert!(!open_path(&Method::GET, "/v1/objects"));
+        assert!(!open_path(&Method::DELETE, "/ui/app.js"));
+    }
+
+    #[test]
+    fn every_module_imported_is_embedded() {
+        // Each `from './x.js'` and each `href`/`src` of index.html names an embedded file.
+        for (name, _, bytes) in ASSETS {
+            let text = String::from_utf8_lossy(bytes);
+            if !(name.ends_with(".html") || (name.ends_with(".js") && !name.starts_with("vendor/")))
+            {
+                continue;
+            }
+            for part in text.split(['\'', '"']) {
+                let Some(rel) = part.strip_prefix("./").or_else(|| {
+                    (part.ends_with(".js") || part.ends_with(".css") || part.ends_with(".mjs"))
+                        .then_some(part)
+                }) else {
+                    continue;
+                };
+                if rel.contains(' ') || rel.contains('/') && !rel.starts_with("vendor/") {
+                    continue;
+                }
+                assert!(
+                    ASSETS.iter().any(|(p, _, _)| *p == rel),
+                    "{name} refers to {rel}, which is not embedded"
+                );
+            }
+        }
+    }
+}
