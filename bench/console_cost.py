@@ -103,9 +103,9 @@ def main():
                 listeners([f"/v1/objects/{i}/metrics/stream" for i in ids[:n]], f"object-stream ×{n}")
 
         if not a.skip_browser:
-            code = ag.json("POST", "/v1/console/codes", {})
             script = os.path.join(HERE, "console_open.mjs")
             for label, view in (("console: objects view", "#/objects"), ("console: object view", f"#/objects/{ids[0]}")):
+                ag.connect()  # the keep-alive connection may have timed out during a window
                 code = ag.json("POST", "/v1/console/codes", {})
                 env = dict(os.environ, PLAYWRIGHT_CORE=PLAYWRIGHT, LOGIN_URL=f"http://127.0.0.1:{ag.port}{code['path']}",
                            VIEW=view, SECONDS=str(a.seconds + 8))
@@ -126,6 +126,7 @@ def main():
             rows.append(("top (--interval 1s)", window(ag, a.seconds), None))
         finally:
             subprocess.run(["tmux", "-L", sock, "kill-server"], stderr=subprocess.DEVNULL)
+        ag.connect()
         ag.delete_all(ids)
     finally:
         ag.stop()
