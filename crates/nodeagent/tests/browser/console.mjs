@@ -179,6 +179,21 @@ try {
   step('events view, live');
   await page.goto(`${origin}/ui/#/events`);
   await page.waitForSelector('#events tr[data-kind=created]');
+  // Something happens now: it shows up without a reload. (Without the console's header a
+  // write with the session cookie is refused: that is what a cross-site form would send.)
+  {
+    const csrf = await page.evaluate(async () => (await fetch('/v1/objects/ui-sleeper-0/push-once', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ sink: 'stdout' }),
+    })).status);
+    if (csrf !== 401) throw new Error(`a session write without X-Nodeagent-Console answered ${csrf}`);
+    const st = await page.evaluate(async () => (await fetch('/v1/objects/ui-sleeper-0/push-once', {
+      method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Nodeagent-Console': '1' },
+      body: JSON.stringify({ sink: 'stdout' }),
+    })).status);
+    if (st !== 200) throw new Error(`push-once answered ${st}`);
+    await page.waitForFunction(() => [...document.querySelectorAll('#events tbody tr')]
+      .some((tr) => tr.textContent.includes('ui-sleeper-0') && tr.textContent.includes('push-once')));
+  }
 
   step('delete it, with a confirmation');
   await page.goto(`${origin}/ui/#/objects/ui-proc`);
