@@ -224,6 +224,13 @@ ensure_pkg prometheus
 ensure_pkg nats-server
 # The container kind runs containers through the real Docker Engine, with a local test image.
 ensure_pkg docker.io busybox-static
+# `nodeagent top` is tested in a real terminal: tmux runs it, send-keys types, capture-pane reads
+# the screen (crates/nodeagent/tests/e2e_top.rs).
+ensure_pkg tmux
+# The web console is tested in a real headless Chromium driven by playwright-core under Node.js
+# (crates/nodeagent/tests/e2e_browser.rs, which installs playwright-core itself, once, under
+# /var/cache/nodeagent-test/). Neither is needed to build or run the agent.
+ensure_pkg chromium nodejs npm
 echo "packages: ok"
 
 step "docker engine and test image"

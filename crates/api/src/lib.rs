@@ -15,6 +15,7 @@ pub mod http;
 mod listen;
 pub mod paths;
 pub mod request;
+pub mod samples;
 pub mod tls;
 pub mod trace;
 
@@ -44,6 +45,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub(crate) struct Api {
     core: Arc<dyn Core>,
+    /// The sample rings the live sample streams poll; `None` for a stand-in core.
+    rings: Option<Arc<dyn samples::Rings>>,
     stop: Stop,
     max_body: usize,
 }
@@ -115,23 +118,37 @@ impl Default for UnixOptions {
 /// Event streams served by this router end only when the client hangs up or the core goes away;
 /// [`serve_tcp`] and [`serve_unix`] also end them at shutdown.
 pub fn router(handle: AgentHandle) -> axum::Router {
-    router_for(Arc::new(handle))
+    let handle = Arc::new(handle);
+    build(
+        handle.clone(),
+        Some(handle),
+        Stop::never(),
+        Access::Local,
+        MAX_BODY_BYTES,
+    )
 }
 
 /// [`router`] over any [`Core`]; tests use it with a stand-in core.
 pub fn router_for(core: Arc<dyn Core>) -> axum::Router {
-    build(core, Stop::never(), Access::Local, MAX_BODY_BYTES)
+    build(core, None, Stop::never(), Access::Local, MAX_BODY_BYTES)
 }
 
 /// The router [`serve_tcp`] serves (authentication included), for tests that drive it without a
 /// socket. The caller's [`Peer`] is read from a `ConnectInfo<Peer>` request extension.
 pub fn tcp_router_for(core: Arc<dyn Core>, opts: &TcpOptions) -> axum::Router {
-    build(core, Stop::never(), opts.access(), opts.max_body)
+    build(core, None, Stop::never(), opts.access(), opts.max_body)
 }
 
-fn build(core: Arc<dyn Core>, stop: Stop, access: Access, max_body: usize) -> axum::Router {
+fn build(
+    core: Arc<dyn Core>,
+    rings: Option<Arc<dyn samples::Rings>>,
+    stop: Stop,
+    access: Access,
+    max_body: usize,
+) -> axum::Router {
     let api = Api {
         core: core.clone(),
+        rings,
         stop,
         max_body,
     };
@@ -169,7 +186,8 @@ pub async fn serve_tcp(
     opts: TcpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_tcp_with(listener, Arc::new(handle), opts, shutdown).await
+    let handle = Arc::new(handle);
+    serve_tcp_inner(listener, handle.clone(), Some(handle), opts, shutdown).await
 }
 
 /// [`serve_tcp`] over any [`Core`].
@@ -179,12 +197,28 @@ pub async fn serve_tcp_with(
     opts: TcpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tcp_inner(listener, core, None, opts, shutdown).await
+}
+
+async fn serve_tcp_inner(
+    listener: tokio::net::TcpListener,
+    core: Arc<dyn Core>,
+    rings: Option<Arc<dyn samples::Rings>>,
+    opts: TcpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let client_certs = opts.tls.as_ref().is_some_and(tls::ServerTls::client_auth);
     auth::check_exposure(listener.local_addr()?, opts.token.is_some(), client_certs)
         .map_err(|m| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = build(core, Stop::new(stop_rx), opts.access(), opts.max_body)
-        .into_make_service_with_connect_info::<Peer>();
+    let app = build(
+        core,
+        rings,
+        Stop::new(stop_rx),
+        opts.access(),
+        opts.max_body,
+    )
+    .into_make_service_with_connect_info::<Peer>();
     match &opts.tls {
         Some(t) => {
             axum::serve(tls::TlsListener::new(listener, t)?, app)
@@ -207,7 +241,8 @@ pub async fn serve_unix(
     opts: UnixOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_unix_with(listener, Arc::new(handle), opts, shutdown).await
+    let handle = Arc::new(handle);
+    serve_unix_inner(listener, handle.clone(), Some(handle), opts, shutdown).await
 }
 
 /// [`serve_unix`] over any [`Core`].
@@ -217,9 +252,25 @@ pub async fn serve_unix_with(
     opts: UnixOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_unix_inner(listener, core, None, opts, shutdown).await
+}
+
+async fn serve_unix_inner(
+    listener: tokio::net::UnixListener,
+    core: Arc<dyn Core>,
+    rings: Option<Arc<dyn samples::Rings>>,
+    opts: UnixOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = build(core, Stop::new(stop_rx), Access::Local, opts.max_body)
-        .into_make_service_with_connect_info::<Peer>();
+    let app = build(
+        core,
+        rings,
+        Stop::new(stop_rx),
+        Access::Local,
+        opts.max_body,
+    )
+    .into_make_service_with_connect_info::<Peer>();
     axum::serve(listen::UnixPeers(listener), app)
         .with_graceful_shutdown(stopping(shutdown, stop_tx))
         .await

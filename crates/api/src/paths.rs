@@ -15,3 +15,6 @@ pub const PROMETHEUS: &str = "/metrics";
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
 pub const OPENAPI: &str = "/openapi.json";
+pub const OBJECT_METRICS_STREAM: &str = "/v1/objects/{key}/metrics/stream";
+pub const METRICS_STREAM: &str = "/v1/metrics/stream";
+pub const CONSOLE_CODES: &str = "/v1/console/codes";

@@ -9,6 +9,7 @@ mod answer;
 mod cmd;
 pub mod config;
 mod handle;
+mod rings;
 pub mod store;
 
 /// The node's policy lives with the kinds whose rules it holds; re-exported for the binary.

@@ -183,6 +183,7 @@ impl Pending {
                 let who = match (subject, m) {
                     (Some(s), _) => format!("cert:{s}"),
                     (None, Some(Method::Token)) => "token".to_string(),
+                    (None, Some(Method::Session)) => "console-session".to_string(),
                     (None, None) => "unauthenticated".to_string(),
                     (None, _) => "anonymous".to_string(),
                 };
@@ -192,6 +193,7 @@ impl Pending {
                 data.insert("remote".into(), json!(addr.to_string()));
                 let who = match m {
                     Some(Method::Token) => "token",
+                    Some(Method::Session) => "console-session",
                     None => "unauthenticated",
                     _ => "anonymous",
                 };

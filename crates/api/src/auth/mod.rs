@@ -15,6 +15,7 @@
 //! The token itself never reaches a log, a trace or a `Debug` string.
 
 pub mod audit;
+pub mod session;
 
 use crate::core::Core;
 use crate::error::HttpError;
@@ -174,6 +175,8 @@ pub(crate) enum Method {
     Token,
     Cert,
     TokenAndCert,
+    /// A web console session cookie (see [`session`]).
+    Session,
     /// TCP without a token or client certificate (loopback only; see [`check_exposure`]).
     None,
 }
@@ -186,6 +189,7 @@ impl Method {
             Method::Token => "token",
             Method::Cert => "cert",
             Method::TokenAndCert => "token+cert",
+            Method::Session => "session",
             Method::None => "none",
         }
     }
@@ -230,7 +234,9 @@ fn authenticate(access: &Access, peer: Option<&Peer>, req: &Request) -> Result<M
             metrics_public,
         } => (token, *metrics_public),
     };
-    if open_path(req.uri().path(), metrics_public) {
+    if open_path(req.uri().path(), metrics_public)
+        || crate::http::ui::open_path(req.method(), req.uri().path())
+    {
         return Ok(Method::Open);
     }
     let cert = matches!(
@@ -248,6 +254,8 @@ fn authenticate(access: &Access, peer: Option<&Peer>, req: &Request) -> Result<M
                 } else {
                     Method::Token
                 })
+            } else if session_ok(req) {
+                Ok(Method::Session)
             } else {
                 Err(())
             }
@@ -255,6 +263,15 @@ fn authenticate(access: &Access, peer: Option<&Peer>, req: &Request) -> Result<M
         None if cert => Ok(Method::Cert),
         None => Ok(Method::None),
     }
+}
+
+/// A live console session cookie, and for a request that is not a read, the console's header
+/// (see [`session`] on cross-site requests).
+fn session_ok(req: &Request) -> bool {
+    use axum::http::Method as M;
+    let safe = matches!(*req.method(), M::GET | M::HEAD);
+    (safe || req.headers().contains_key(session::CSRF_HEADER))
+        && session::cookie(req.headers()).is_some_and(session::touch)
 }
 
 const UNAUTHORIZED: &str = "missing or invalid bearer token";

@@ -4,6 +4,8 @@
 mod handlers;
 mod query;
 mod sse;
+mod stream;
+pub(crate) mod ui;
 
 pub use crate::error::HttpError;
 pub use crate::paths;
@@ -31,13 +33,16 @@ pub const ROUTES: &[&str] = &[
     paths::HEALTHZ,
     paths::READYZ,
     paths::OPENAPI,
+    paths::OBJECT_METRICS_STREAM,
+    paths::METRICS_STREAM,
+    paths::CONSOLE_CODES,
 ];
 
 /// The hand-written OpenAPI 3.0 description of the routes above, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Each route's path with its handlers, in the order of [`ROUTES`] (a test checks it).
-fn route_table() -> [(&'static str, MethodRouter<Api>); 13] {
+fn route_table() -> [(&'static str, MethodRouter<Api>); 16] {
     use handlers as h;
     [
         (paths::OBJECTS, post(h::create).get(h::list)),
@@ -56,6 +61,9 @@ fn route_table() -> [(&'static str, MethodRouter<Api>); 13] {
         (paths::HEALTHZ, get(h::healthz)),
         (paths::READYZ, get(h::readyz)),
         (paths::OPENAPI, get(h::openapi)),
+        (paths::OBJECT_METRICS_STREAM, get(stream::object)),
+        (paths::METRICS_STREAM, get(stream::all)),
+        (paths::CONSOLE_CODES, post(ui::new_code)),
     ]
 }
 
@@ -65,6 +73,7 @@ pub(crate) fn routes() -> axum::Router<Api> {
     for (path, handler) in route_table() {
         r = r.route(path, handler);
     }
+    r = r.merge(ui::routes());
     // Must come after the routes: it applies to the method routers registered so far.
     r.method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

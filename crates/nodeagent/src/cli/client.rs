@@ -199,6 +199,45 @@ impl Client {
         Err(err.into())
     }
 
+    /// Opens a long-lived GET (a Server-Sent Events stream) and returns the body as it
+    /// arrives; only connecting and the answer's head are under the timeouts. A non-2xx answer
+    /// is read whole and returned as the server's error.
+    pub async fn open_stream(&self, path: &str) -> anyhow::Result<hyper::body::Incoming> {
+        let mut req = self.request(Method::GET, path, None)?;
+        req.headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let res = match &self.target {
+            Target::Unix(p) => {
+                let s = connect(tokio::net::UnixStream::connect(p)).await;
+                send_head(s.map_err(|e| self.unreachable(e))?, req).await
+            }
+            Target::Tcp(a) => {
+                let s = connect(tokio::net::TcpStream::connect(a.as_str())).await;
+                send_head(s.map_err(|e| self.unreachable(e))?, req).await
+            }
+            Target::Tls(a) => {
+                let config = self
+                    .tls
+                    .clone()
+                    .ok_or_else(|| anyhow!("TLS is not set up"))?;
+                let host = host_of(a);
+                let s = connect(async {
+                    let tcp = tokio::net::TcpStream::connect(a.as_str()).await?;
+                    nodeagent_api::tls::connect(config, host, tcp).await
+                })
+                .await;
+                send_head(s.map_err(|e| self.unreachable(e))?, req).await
+            }
+        }
+        .with_context(|| format!("GET {path} to {}", self.target))?;
+        if res.status().is_success() {
+            return Ok(res.into_body());
+        }
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        Err(server_error(status, &bytes).into())
+    }
+
     fn request(
         &self,
         method: Method,
@@ -283,6 +322,25 @@ where
     let status = res.status();
     let bytes = res.into_body().collect().await?.to_bytes();
     Ok((status, bytes))
+}
+
+/// [`send`] without reading the body: for streams.
+async fn send_head<S>(
+    stream: S,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(
+        tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(req))
+            .await
+            .map_err(|_| anyhow!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))??,
+    )
 }
 
 /// Reads `{"error": {"code", "message", "field"}}`; anything else becomes an internal error

@@ -4,9 +4,13 @@
 //! mode 0600, so only its owner can drive the agent), or over TCP with `--addr`.
 
 pub mod client;
+mod follow;
 mod monitor;
 mod objects;
 pub mod output;
+mod sse;
+mod top;
+mod ui;
 
 use crate::config::{RunArgs, RUN_LONG_ABOUT};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -157,6 +161,11 @@ pub enum Command {
     Host,
     /// Show the sinks: queue depth, spool size, and sent, acked, retried and dropped counts
     Sinks,
+    /// A live terminal view of the host and the objects, sorted by CPU, with keys to sort,
+    /// filter, pause/resume and set CPU or memory (q quits)
+    Top(top::TopArgs),
+    /// Print a URL that logs a browser in to the web console (/ui/) once, within 60 s
+    Ui(ui::UiArgs),
     /// Run the reference upstream receiver: accepts registrations, heartbeats and reports over
     /// gRPC and writes the records to a JSON-lines file, without duplicates
     Sink(Box<crate::receiver::SinkArgs>),
@@ -212,6 +221,8 @@ pub fn main(global: &GlobalOpts, command: Command) -> anyhow::Result<()> {
             Command::Events(a) => monitor::events(&client, out, a).await,
             Command::Host => monitor::host(&client, out).await,
             Command::Sinks => monitor::sinks(&client, out).await,
+            Command::Top(a) => top::run(global, a).await,
+            Command::Ui(a) => ui::run(&client, global, a).await,
             Command::Sink(_) => anyhow::bail!("`sink` is not a client command"),
         }
     })

@@ -59,6 +59,13 @@ pub struct MetricsArgs {
     /// Show IO and NET as cumulative byte totals instead of rates per second
     #[arg(long)]
     pub totals: bool,
+    /// Keep printing samples as they are taken (one line each, from the live stream
+    /// /v1/objects/ID/metrics/stream) until interrupted or the object is deleted
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// With --follow: at most one sample per DURATION (e.g. 1s), for fast objects
+    #[arg(long, value_name = "DURATION", requires = "follow")]
+    pub every: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -130,6 +137,9 @@ fn push_summary(action: PushAction, args: &PushArgs, ack: &Value) -> String {
 }
 
 pub async fn metrics(client: &Client, out: OutputFormat, args: MetricsArgs) -> anyhow::Result<()> {
+    if args.follow {
+        return super::follow::metrics(client, out, &args).await;
+    }
     let mut path = format!("/v1/objects/{}/metrics", segment(&args.id));
     // One sample more than shown, so that the first row shown has a CPU rate too.
     if let Some(n) = args.limit {
@@ -218,7 +228,7 @@ fn per_second(prev: &Value, cur: &Value, key: &str) -> Option<f64> {
     Some((u1 - u0) as f64 * 1e9 / (t1 - t0) as f64)
 }
 
-fn bytes_cell(s: &Value, key: &str) -> String {
+pub(super) fn bytes_cell(s: &Value, key: &str) -> String {
     s.get(key)
         .and_then(Value::as_u64)
         .map(output::bytes)
@@ -226,7 +236,7 @@ fn bytes_cell(s: &Value, key: &str) -> String {
 }
 
 /// `read/write` (or `rx/tx`) cumulative bytes, or `-` where the kind has neither.
-fn pair(s: &Value, a: &str, b: &str) -> String {
+pub(super) fn pair(s: &Value, a: &str, b: &str) -> String {
     if s.get(a).is_none() && s.get(b).is_none() {
         return "-".to_string();
     }
