@@ -229,8 +229,13 @@ ensure_pkg docker.io busybox-static
 ensure_pkg tmux
 # The web console is tested in a real headless Chromium driven by playwright-core under Node.js
 # (crates/nodeagent/tests/e2e_browser.rs, which installs playwright-core itself, once, under
-# /var/cache/nodeagent-test/). Neither is needed to build or run the agent.
-ensure_pkg chromium nodejs npm
+# /var/cache/nodeagent-test/). Neither is needed to build or run the agent. A machine may have
+# Node.js from elsewhere (NodeSource's package carries npm itself, and Debian's npm then cannot
+# be installed beside it): Debian's are installed only where the commands are missing.
+ensure_pkg chromium
+command -v node >/dev/null || ensure_pkg nodejs
+command -v npm >/dev/null || ensure_pkg npm
+{ command -v node && command -v npm; } >/dev/null || die "node and npm are needed for the browser tests"
 echo "packages: ok"
 
 step "docker engine and test image"
