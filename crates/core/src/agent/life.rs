@@ -373,18 +373,11 @@ impl Agent {
         match driver.start(id, &spec, prepared) {
             Step::Now(r) => self.on_started(id, r, reply),
             step @ Step::Later(_) => {
-                let Some(e) = self.objects.get(id) else {
+                let Some(event_id) = self.emit_created(id) else {
                     return;
                 };
-                let obj = e.obj.clone();
-                let (msg, data) = self
-                    .kinds
-                    .get(kind)
-                    .map(|d| d.created_event(&obj))
-                    .unwrap_or_default();
-                let event_id = self.emit(EventKind::Created, &obj, msg, data);
                 if let Some(e) = self.objects.get_mut(id) {
-                    e.life.event_id = event_id;
+                    let obj = e.obj.clone();
                     match reply {
                         Some((r, true)) => e.life.waiters.push(r),
                         Some((r, false)) => {
@@ -400,6 +393,22 @@ impl Agent {
                 self.step(id, step, Done::Started);
             }
         }
+    }
+
+    /// Emits the object's `created` event, as its kind words it, and remembers its number for
+    /// the answer to the create.
+    fn emit_created(&mut self, id: &str) -> Option<u64> {
+        let obj = self.objects.get(id)?.obj.clone();
+        let (msg, data) = self
+            .kinds
+            .get(obj.kind)
+            .map(|d| d.created_event(&obj))
+            .unwrap_or_default();
+        let event_id = self.emit(EventKind::Created, &obj, msg, data);
+        if let Some(e) = self.objects.get_mut(id) {
+            e.life.event_id = event_id;
+        }
+        Some(event_id)
     }
 
     /// Hands a note to the driver, and gives back the observation it came with.
@@ -437,16 +446,7 @@ impl Agent {
                     if let Observed::Running(r) = &obs {
                         e.obj.pid = r.pid;
                     }
-                    let obj = e.obj.clone();
-                    let (msg, data) = self
-                        .kinds
-                        .get(kind)
-                        .map(|d| d.created_event(&obj))
-                        .unwrap_or_default();
-                    let event_id = self.emit(EventKind::Created, &obj, msg, data);
-                    if let Some(e) = self.objects.get_mut(id) {
-                        e.life.event_id = event_id;
-                    }
+                    self.emit_created(id);
                 }
                 let adopted = self.objects.get(id).is_some_and(|e| {
                     self.kinds.get(kind).is_some_and(|d| d.is_adopted(&e.obj))
