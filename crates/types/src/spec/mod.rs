@@ -431,7 +431,9 @@ fn render_path(path: &serde_path_to_error::Path) -> String {
                 }
                 let plain = !key.is_empty()
                     && !key.chars().any(|c| {
-                        matches!(c, '.' | '[' | ']' | '"' | '?') || c.is_whitespace() || c.is_control()
+                        matches!(c, '.' | '[' | ']' | '"' | '?')
+                            || c.is_whitespace()
+                            || c.is_control()
                     });
                 if plain {
                     out.push_str(key);
