@@ -415,7 +415,7 @@ fn containers_gone_while_down() {
     assert!(docker(&["rm", "-f", &gone]).status.success());
     assert!(docker(&["kill", "-s", "KILL", &quits]).status.success());
     let d2 = restart(&d, &["--stop-grace", "1s"]);
-    let after = eventually(Duration::from_secs(5), "both settled", || {
+    let after = eventually(Duration::from_secs(10), "both settled", || {
         let a = objects(&d2);
         (a["gone"]["status"] == "lost" && a["quits"]["status"] == "exited").then_some(a)
     });

@@ -90,6 +90,8 @@ pub(super) struct Life {
     pub failures: u32,
     /// The cgroup's OOM kill count already reported (so an exit reports only new kills).
     pub oom_seen: Option<u64>,
+    /// Failed recovers or inspects in a row, for the backoff of their retry.
+    pub recheck_failures: u32,
 }
 
 pub(super) struct Deleting {
@@ -123,6 +125,7 @@ impl Life {
             ran_since: Instant::now(),
             failures: 0,
             oom_seen: None,
+            recheck_failures: 0,
         }
     }
 
@@ -158,6 +161,11 @@ pub(super) enum Wake {
     Requeue,
     /// The restart backoff is over.
     Restart,
+    /// Ask the kind again what runs, after its `recover` failed (the outside system was slow
+    /// or away): an object is never left with a status nobody checked.
+    Recover,
+    /// Inspect again, after an inspect failed: the event that asked for it is not repeated.
+    Refresh,
 }
 
 /// Wake-ups the loop set for itself: one heap for every object, not a task per timer.
@@ -257,16 +265,26 @@ impl Agent {
             Done::Restarted(r) => self.on_restarted(id, r),
             Done::Inspected(r) => {
                 match r {
-                    Ok(obs) => self.observe(id, obs, false),
-                    Err(e) => tracing::debug!(id, error = %e.message, "inspect"),
+                    Ok(obs) => {
+                        self.recheck_ok(id);
+                        self.observe(id, obs, false)
+                    }
+                    Err(e) => {
+                        tracing::debug!(id, error = %e.message, "inspect; retrying");
+                        self.recheck_later(id, Wake::Refresh);
+                    }
                 }
                 self.next(id);
             }
             Done::Recovered(r) => {
                 match r {
-                    Ok(obs) => self.observe(id, obs, true),
+                    Ok(obs) => {
+                        self.recheck_ok(id);
+                        self.observe(id, obs, true)
+                    }
                     Err(e) => {
-                        tracing::warn!(id, error = %e.message, "recovering after the restart")
+                        tracing::warn!(id, error = %e.message, "recovering after the restart; retrying");
+                        self.recheck_later(id, Wake::Recover);
                     }
                 }
                 self.next(id);
@@ -1335,8 +1353,53 @@ impl Agent {
                     self.next(&id);
                 }
                 Wake::Restart => self.restart(&id),
+                Wake::Refresh => {
+                    if let Some(e) = self.objects.get_mut(&id) {
+                        e.life.refresh = true;
+                    }
+                    self.next(&id);
+                }
+                Wake::Recover => self.recover_again(&id),
             }
         }
+    }
+
+    /// A recover or inspect answered: the next failure starts the backoff afresh.
+    fn recheck_ok(&mut self, id: &str) {
+        if let Some(e) = self.objects.get_mut(id) {
+            e.life.recheck_failures = 0;
+        }
+    }
+
+    /// Retries a failed recover or inspect after 250 ms, doubling to at most 10 s.
+    fn recheck_later(&mut self, id: &str, w: Wake) {
+        let Some(e) = self.objects.get_mut(id) else {
+            return;
+        };
+        let delay = Duration::from_millis(250)
+            .saturating_mul(1u32 << e.life.recheck_failures.min(6))
+            .min(Duration::from_secs(10));
+        e.life.recheck_failures += 1;
+        self.timers.push(Instant::now() + delay, id, w);
+    }
+
+    /// [`Wake::Recover`]: the kind's `recover` again, with the handle it holds now. An object
+    /// deleted meanwhile, or busy with another operation (which then tells its state), is
+    /// left alone.
+    fn recover_again(&mut self, id: &str) {
+        let Some(e) = self.objects.get(id) else {
+            return;
+        };
+        if e.life.busy || e.life.deleting.is_some() {
+            return;
+        }
+        let obj = e.obj.clone();
+        let Some(driver) = self.kinds.get_mut(obj.kind) else {
+            return;
+        };
+        let handle = driver.handle(&obj);
+        let step = driver.recover(&obj, handle.as_ref());
+        self.step(id, step, Done::Recovered);
     }
 
     /// Whether a supervised main pid has ended: reaped (a child), or gone from `/proc` or
