@@ -11,6 +11,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod nats;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,0 +1,400 @@
+//! Bus In (issue 16), end to end: real agents with `[bus]`, a real `nats-server -js` on a
+//! loopback port, and the real `nodeagent fleet` CLI.
+//!
+//! - the node's subjects answer every operation with the HTTP API's JSON and status, bad input
+//!   gets HTTP's error naming the field, and mutations are audited as `bus:<identity>`;
+//! - a fleet request reaches only the nodes its selector matches, and a node that does not
+//!   answer is listed, not dropped;
+//! - a durable command sent while its node is down is applied once it is up, exactly once, even
+//!   across a `kill -9` of the agent;
+//! - losing the server stops none of the agent's local work, and the agent registers and
+//!   answers again once the server is back.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::nats::NatsServer;
+use common::*;
+use nodeagent_api::bus::client::FleetClient;
+use nodeagent_api::bus::wire::{Op, Request};
+use nodeagent_api::bus::BusAuth;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+const IDENTITY: &str = "e2e-tester";
+
+/// An agent on the bus at `url`, named `node`, with `labels` (TOML inline-table body).
+fn agent(url: &str, node: &str, labels: &str, dir: &Path) -> Daemon {
+    let state = dir.join(node);
+    agent_in(url, node, labels, &state)
+}
+
+/// The agent of `node` on `state`: a restart on the same state dir gets the same cgroup parent
+/// (named after the state dir, which is unique), so it finds its workloads again.
+fn agent_in(url: &str, node: &str, labels: &str, state: &Path) -> Daemon {
+    let parent = format!(
+        "/nodeagent-e2e-bus-{}",
+        state
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().replace('.', ""))
+            .unwrap_or_default()
+            + "-"
+            + node
+    );
+    std::fs::create_dir_all(state).unwrap();
+    let conf = state.with_extension("toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "node_name = \"{node}\"\n[bus]\nurls = [\"{url}\"]\nheartbeat = \"200ms\"\nlabels = {{ {labels} }}\n"
+        ),
+    )
+    .unwrap();
+    Daemon::start_with(Opts {
+        args: vec!["--config".into(), conf.display().to_string()],
+        state_dir: Some(state.to_path_buf()),
+        cgroup_parent: Some(parent),
+        ..Opts::default()
+    })
+}
+
+fn fleet(url: &str, args: &[&str]) -> Output {
+    command()
+        .args(["fleet", "--nats", url, "--identity", IDENTITY])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn fleet_json(url: &str, args: &[&str]) -> (bool, Value) {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let o = fleet(url, &a);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "fleet {args:?}: not JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.success(), v)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client(rt: &tokio::runtime::Runtime, url: &str) -> FleetClient {
+    rt.block_on(FleetClient::connect(
+        &[url.to_string()],
+        &BusAuth::default(),
+        None,
+        Some(IDENTITY),
+    ))
+    .unwrap()
+}
+
+/// Waits until each node is `up` in the registry.
+fn wait_up(url: &str, nodes: &[&str]) -> Value {
+    eventually(Duration::from_secs(15), "nodes registered", || {
+        let (_, v) = fleet_json(url, &["nodes"]);
+        let up = nodes.iter().all(|n| {
+            v["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["node"] == *n && r["state"] == "up")
+        });
+        up.then_some(v)
+    })
+}
+
+fn write_spec(dir: &Path, spec: &Value) -> String {
+    let f = dir.join(format!("{}.json", spec["name"].as_str().unwrap()));
+    std::fs::write(&f, spec.to_string()).unwrap();
+    f.display().to_string()
+}
+
+#[test]
+fn node_subjects_and_fleet_fan_out() {
+    require_cgroup_v1();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(free_port(), &tmp.path().join("js"));
+    let url = nats.url();
+    let a = agent(&url, "node-a", "zone = \"a\"", tmp.path());
+    let b = agent(&url, "node-b", "zone = \"b\"", tmp.path());
+    let reg = wait_up(&url, &["node-a", "node-b"]);
+    let rec_a = reg["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == "node-a")
+        .unwrap()
+        .clone();
+    assert_eq!(rec_a["labels"]["zone"], "a", "{rec_a}");
+    assert_eq!(
+        rec_a["addresses"][0],
+        format!("http://127.0.0.1:{}", a.port),
+        "{rec_a}"
+    );
+
+    // A fleet create reaches only the nodes its selector matches.
+    let spec = write_spec(tmp.path(), &sleep_spec("web", 0.2, "32Mi"));
+    let (ok, v) = fleet_json(
+        &url,
+        &["create", "-f", &spec, "--wait", "--selector", "zone=a"],
+    );
+    assert!(ok, "{v}");
+    let replies = v["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), 1, "{v}");
+    assert_eq!(replies[0]["node"], "node-a");
+    assert_eq!(replies[0]["status"], 201, "{v}");
+    assert_eq!(replies[0]["body"]["status"], "running", "{v}");
+    assert_eq!(a.http("GET", "/v1/objects/web", None).0, 200);
+    assert_eq!(b.http("GET", "/v1/objects/web", None).0, 404);
+
+    // The node's own subject answers as HTTP does: same status, same document.
+    let rt = rt();
+    let c = client(&rt, &url);
+    let key = |k: &str| Request {
+        key: Some(k.into()),
+        ..Default::default()
+    };
+    let r = rt
+        .block_on(c.request("node-a", Op::Get, &key("web"), Duration::from_secs(5)))
+        .unwrap();
+    let (hs, hb) = a.http("GET", "/v1/objects/web", None);
+    assert_eq!(r.status, hs);
+    assert_eq!(r.body["id"], hb["id"]);
+    assert_eq!(r.body["spec"], hb["spec"]);
+    assert_eq!(r.body["pid"], hb["pid"]);
+
+    // Bad input: HTTP's error, naming the field.
+    let bad = json!({"resources": {"cpu": "lots"}});
+    let mut req = key("web");
+    req.body = Some(bad.clone());
+    let r = rt
+        .block_on(c.request("node-a", Op::Update, &req, Duration::from_secs(5)))
+        .unwrap();
+    let (hs, hb) = a.http("PATCH", "/v1/objects/web", Some(&bad));
+    assert_eq!((r.status, hs), (400, 400), "{}", r.body);
+    assert_eq!(r.body["error"]["field"], hb["error"]["field"], "{}", r.body);
+    assert_eq!(r.body["error"]["field"], "resources.cpu");
+    // An envelope the bus cannot read names its field too.
+    let r = rt
+        .block_on(c.request(
+            "node-a",
+            Op::Get,
+            &Request::default(),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"]["field"], "key", "{}", r.body);
+
+    // An update to every node: node-a applies it (the cgroup holds it), node-b has no such
+    // object; both are rows, and the command fails as a whole.
+    let o = fleet(&url, &["update", "web", "--cpu", "0.5"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("node-a") && out.contains("updated"), "{out}");
+    assert!(out.contains("node-b") && out.contains("404"), "{out}");
+    let (_, obj) = a.http("GET", "/v1/objects/web", None);
+    let pid = obj["pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        read_trim(&cgroup_dir(pid, "cpu").join("cpu.cfs_quota_us")),
+        "50000"
+    );
+
+    // Audited as the bus identity.
+    let (_, evs) = a.http("GET", "/v1/events", None);
+    let audit = evs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "audit" && e["data"]["method"] == "PATCH")
+        .cloned()
+        .unwrap_or_else(|| panic!("no audit record of the PATCH: {evs}"));
+    assert_eq!(audit["data"]["who"], format!("bus:{IDENTITY}"), "{audit}");
+    assert_eq!(audit["data"]["transport"], "bus", "{audit}");
+    assert_eq!(audit["data"]["subject"], "nodeagent-bus.v1.fleet.update");
+
+    // A node that does not answer is listed as such.
+    let o = fleet(
+        &url,
+        &[
+            "get",
+            "web",
+            "--nodes",
+            "node-a,ghost",
+            "--timeout",
+            "500ms",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("ghost") && out.contains("no answer"), "{out}");
+    assert!(out.contains("node-a"), "{out}");
+
+    // The list of every node's objects.
+    let o = fleet(&url, &["get"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("node-a") && l.contains("web")),
+        "{out}"
+    );
+}
+
+#[test]
+fn durable_commands_wait_for_the_node_and_apply_once() {
+    require_cgroup_v1();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(free_port(), &tmp.path().join("js"));
+    let url = nats.url();
+    let spec = write_spec(tmp.path(), &sleep_spec("batch", 0.1, "16Mi"));
+    // node-c has never run: the command waits in JetStream.
+    let (ok, v) = fleet_json(
+        &url,
+        &[
+            "create",
+            "-f",
+            &spec,
+            "--nodes",
+            "node-c",
+            "--durable",
+            "--timeout",
+            "300ms",
+        ],
+    );
+    assert!(ok, "{v}");
+    let cmd = &v["commands"][0];
+    assert_eq!(cmd["node"], "node-c", "{v}");
+    assert!(cmd["result"].is_null(), "applied by nobody yet: {v}");
+    let id = format!("node-c:{}", cmd["id"].as_str().unwrap());
+
+    let state = tmp.path().join("node-c");
+    let mut c = agent_in(&url, "node-c", "zone = \"c\"", &state);
+    let applied = eventually(Duration::from_secs(15), "the command applied", || {
+        let (_, v) = fleet_json(&url, &["result", &id]);
+        let r = &v["commands"][0]["result"];
+        (!r.is_null()).then(|| r.clone())
+    });
+    assert_eq!(applied["status"], 202, "{applied}");
+    let (s, obj) = c.http("GET", "/v1/objects/batch", None);
+    assert_eq!(s, 200, "{obj}");
+
+    // A second command, sent while the agent is killed, is applied after its restart; the
+    // first is not applied again.
+    c.kill9();
+    let o = fleet(
+        &url,
+        &[
+            "update",
+            "batch",
+            "--cpu",
+            "0.3",
+            "--nodes",
+            "node-c",
+            "--durable",
+            "--timeout",
+            "100ms",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c2 = agent_in(&url, "node-c", "zone = \"c\"", &state);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, o) = c2.http("GET", "/v1/objects/batch", None);
+        if o["spec"]["resources"]["cpu"] == 0.3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the durable update was not applied after the restart: {o}\nagent log:\n{}",
+            c2.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, evs) = c2.http("GET", "/v1/events", None);
+    let created = evs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "created" && e["name"] == "batch")
+        .count();
+    assert_eq!(created, 1, "created once: {evs}");
+    let (_, list) = c2.http("GET", "/v1/objects", None);
+    let n = list["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["name"] == "batch")
+        .count();
+    assert_eq!(n, 1);
+    drop(c);
+}
+
+#[test]
+fn the_agent_outlives_the_server_and_comes_back_on_the_bus() {
+    require_cgroup_v1();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start(free_port(), &tmp.path().join("js"));
+    let url = nats.url();
+    let a = agent(&url, "node-o", "", tmp.path());
+    wait_up(&url, &["node-o"]);
+    nats.stop();
+    // The local API and sampling go on.
+    let (s, b) = a.http(
+        "POST",
+        "/v1/objects?wait=true",
+        Some(&sleep_spec("offline", 0.1, "16Mi")),
+    );
+    assert_eq!(s, 201, "{b}");
+    eventually(
+        Duration::from_secs(5),
+        "samples while the bus is down",
+        || {
+            let (_, m) = a.http("GET", "/v1/objects/offline/metrics", None);
+            (m["samples"].as_array().is_some_and(|s| !s.is_empty())).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    nats.restart();
+    // It registers again (with the new object counted) and answers requests.
+    eventually(Duration::from_secs(20), "registered again", || {
+        let (_, v) = fleet_json(&url, &["nodes"]);
+        v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["node"] == "node-o" && r["state"] == "up" && r["objects"] == 1)
+            .then_some(())
+    });
+    let rt = rt();
+    let c = client(&rt, &url);
+    let r = eventually(Duration::from_secs(10), "an answer", || {
+        rt.block_on(c.request(
+            "node-o",
+            Op::Get,
+            &Request {
+                key: Some("offline".into()),
+                ..Default::default()
+            },
+            Duration::from_secs(2),
+        ))
+        .ok()
+    });
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "running");
+}
