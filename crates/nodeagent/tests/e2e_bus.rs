@@ -32,9 +32,20 @@ fn agent(url: &str, node: &str, labels: &str, dir: &Path) -> Daemon {
     agent_in(url, node, labels, &state)
 }
 
+fn agent_in(url: &str, node: &str, labels: &str, state: &Path) -> Daemon {
+    agent_with(url, node, labels, state, "", &[])
+}
+
 /// The agent of `node` on `state`: a restart on the same state dir gets the same cgroup parent
 /// (named after the state dir, which is unique), so it finds its workloads again.
-fn agent_in(url: &str, node: &str, labels: &str, state: &Path) -> Daemon {
+fn agent_with(
+    url: &str,
+    node: &str,
+    labels: &str,
+    state: &Path,
+    bus_extra: &str,
+    args: &[&str],
+) -> Daemon {
     let parent = format!(
         "/nodeagent-e2e-bus-{}",
         state
@@ -50,12 +61,16 @@ fn agent_in(url: &str, node: &str, labels: &str, state: &Path) -> Daemon {
     std::fs::write(
         &conf,
         format!(
-            "node_name = \"{node}\"\n[bus]\nurls = [\"{url}\"]\nheartbeat = \"200ms\"\nlabels = {{ {labels} }}\n"
+            "node_name = \"{node}\"\n[bus]\nurls = [\"{url}\"]\nheartbeat = \"200ms\"\nlabels = {{ {labels} }}\n{bus_extra}\n"
         ),
     )
     .unwrap();
     Daemon::start_with(Opts {
-        args: vec!["--config".into(), conf.display().to_string()],
+        args: ["--config", &conf.display().to_string()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect(),
         state_dir: Some(state.to_path_buf()),
         cgroup_parent: Some(parent),
         ..Opts::default()
@@ -93,9 +108,13 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn client(rt: &tokio::runtime::Runtime, url: &str) -> FleetClient {
+    client_as(rt, url, BusAuth::default())
+}
+
+fn client_as(rt: &tokio::runtime::Runtime, url: &str, auth: BusAuth) -> FleetClient {
     rt.block_on(FleetClient::connect(
         &[url.to_string()],
-        &BusAuth::default(),
+        &auth,
         None,
         Some(IDENTITY),
     ))
@@ -397,4 +416,245 @@ fn the_agent_outlives_the_server_and_comes_back_on_the_bus() {
     });
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "running");
+}
+
+/// Past `max_inflight`, a request is answered 503 at once rather than queued behind the ones in
+/// progress, and the agent's own API is not held up.
+#[test]
+fn a_flood_is_answered_busy_at_once() {
+    require_cgroup_v1();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(free_port(), &tmp.path().join("js"));
+    let url = nats.url();
+    let state = tmp.path().join("node-f");
+    let a = agent_with(
+        &url,
+        "node-f",
+        "",
+        &state,
+        "max_inflight = 1",
+        &["--stop-grace", "3s"],
+    );
+    wait_up(&url, &["node-f"]);
+    // A process that ignores SIGTERM: its delete with ?wait=true takes the whole grace.
+    let spec = json!({
+        "name": "stubborn",
+        "kind": "process",
+        "process": {"command": ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"]},
+    });
+    let (s, b) = a.http("POST", "/v1/objects?wait=true", Some(&spec));
+    assert_eq!(s, 201, "{b}");
+    std::thread::sleep(Duration::from_millis(300));
+    let rt = rt();
+    let c = client(&rt, &url);
+    let mut del = Request {
+        key: Some("stubborn".into()),
+        ..Default::default()
+    };
+    del.query.insert(
+        "wait".into(),
+        nodeagent_api::bus::wire::QueryValue::Bool(true),
+    );
+    let (slow, quick) = rt.block_on(async {
+        let slow = c.request("node-f", Op::Delete, &del, Duration::from_secs(10));
+        let quick = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let t = std::time::Instant::now();
+            let r = c
+                .request(
+                    "node-f",
+                    Op::List,
+                    &Request::default(),
+                    Duration::from_secs(10),
+                )
+                .await;
+            (r, t.elapsed())
+        };
+        tokio::join!(slow, quick)
+    });
+    let (quick, took) = quick;
+    let quick = quick.unwrap();
+    assert_eq!(quick.status, 503, "{}", quick.body);
+    assert!(
+        quick.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_inflight"),
+        "{}",
+        quick.body
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "answered busy at once, not queued: {took:?}"
+    );
+    let slow = slow.unwrap();
+    assert_eq!(slow.status, 200, "{}", slow.body);
+    // Once the slow one is done, the next is served.
+    let r = rt
+        .block_on(c.request(
+            "node-f",
+            Op::List,
+            &Request::default(),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+/// The README's authorization: each node may read only its own subjects and write only its
+/// replies, its registry entry and its results; only the control plane may send commands. A
+/// node's credentials cannot command another node, directly or durably.
+#[test]
+fn a_nodes_credentials_cannot_command_another_node() {
+    require_cgroup_v1();
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/nats-authorization.conf"),
+    )
+    .unwrap();
+    let nats = NatsServer::with_config(free_port(), &tmp.path().join("js"), Some(&conf));
+    let url = nats.url();
+    let secret = |name: &str, text: &str| {
+        let f = tmp.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let control_pw = secret("control.pw", "control-secret");
+    let a_pw = secret("a.pw", "node-a-secret");
+    let b_pw = secret("b.pw", "node-b-secret");
+    // The control plane makes the buckets and the stream (nodes may not).
+    let o = fleet(
+        &url,
+        &[
+            "--nats-user",
+            "control",
+            "--nats-password-file",
+            control_pw.to_str().unwrap(),
+            "init",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stderr),
+        nats.log()
+    );
+    let creds = |pw: &Path| {
+        format!(
+            "user = \"PLACEHOLDER\"\npassword_file = \"{}\"",
+            pw.display()
+        )
+    };
+    let a = agent_with(
+        &url,
+        "node-a",
+        "",
+        &tmp.path().join("node-a"),
+        &creds(&a_pw).replace("PLACEHOLDER", "node-a"),
+        &[],
+    );
+    let b = agent_with(
+        &url,
+        "node-b",
+        "",
+        &tmp.path().join("node-b"),
+        &creds(&b_pw).replace("PLACEHOLDER", "node-b"),
+        &[],
+    );
+    let control = |args: &[&str]| {
+        let mut v = vec![
+            "--nats-user",
+            "control",
+            "--nats-password-file",
+            control_pw.to_str().unwrap(),
+        ];
+        v.extend_from_slice(args);
+        fleet_json(&url, &v)
+    };
+    eventually(Duration::from_secs(15), "both nodes registered", || {
+        let (_, v) = control(&["nodes"]);
+        let n = v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["state"] == "up")
+            .count();
+        (n == 2).then_some(())
+    });
+    // The control plane commands both, directly and durably.
+    let (ok, v) = control(&["get"]);
+    assert!(ok, "{v}");
+    assert_eq!(v["replies"].as_array().unwrap().len(), 2, "{v}");
+    let spec = write_spec(tmp.path(), &sleep_spec("ctl", 0.1, "16Mi"));
+    let (ok, v) = control(&[
+        "create",
+        "-f",
+        &spec,
+        "--nodes",
+        "node-b",
+        "--durable",
+        "--timeout",
+        "10s",
+    ]);
+    assert!(ok, "{v}");
+    assert_eq!(v["commands"][0]["result"]["status"], 202, "{v}");
+    assert_eq!(b.http("GET", "/v1/objects/ctl", None).0, 200);
+
+    // node-a's credentials: no request to node-b gets through, and no durable command.
+    let rt = rt();
+    let as_a = client_as(
+        &rt,
+        &url,
+        BusAuth {
+            user: Some("node-a".into()),
+            password_file: Some(a_pw.clone()),
+            inbox_prefix: Some("_INBOX_node-a".into()),
+            ..Default::default()
+        },
+    );
+    let r = rt.block_on(as_a.request(
+        "node-b",
+        Op::Delete,
+        &Request {
+            key: Some("ctl".into()),
+            ..Default::default()
+        },
+        Duration::from_secs(1),
+    ));
+    assert!(r.is_err(), "node-a's credentials reached node-b: {r:?}");
+    let r = rt.block_on(as_a.send_durable(
+        &["node-b".to_string()],
+        Op::Delete,
+        &Request {
+            key: Some("ctl".into()),
+            ..Default::default()
+        },
+    ));
+    assert!(
+        r.is_err(),
+        "node-a's credentials queued a command for node-b: {r:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (s, o) = b.http("GET", "/v1/objects/ctl", None);
+    assert_eq!(s, 200, "node-b's object is untouched: {o}");
+    assert_eq!(o["status"], "running", "{o}");
+    let log = nats.log();
+    for subject in [
+        "nodeagent-bus.v1.node.node-b.delete",
+        "nodeagent-bus.v1.durable.node-b.delete",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("Publish Violation")
+                && l.contains("User \"node-a\"")
+                && l.contains(subject)),
+            "the server refused node-a's publish on {subject}: {log}"
+        );
+    }
+    // The nodes themselves worked within their permissions: no violation of theirs.
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("Violation") && l.contains("nodeagent node-")),
+        "an agent needed more than the example grants: {log}"
+    );
+    drop(a);
 }

@@ -295,8 +295,14 @@ impl FleetClient {
         }
     }
 
-    /// Makes the registry bucket exist (for a control plane that starts before any node).
-    pub async fn ensure_registry(&self) -> Result<(), FleetError> {
-        ensure_registry(&self.js, 1).await.map(|_| ()).map_err(nats)
+    /// Makes the registry and results buckets and the commands stream exist, with `replicas`
+    /// each: for a control plane whose nodes may not create them.
+    pub async fn init(&self, replicas: usize) -> Result<(), FleetError> {
+        ensure_registry(&self.js, replicas).await.map_err(nats)?;
+        ensure_results(&self.js, replicas).await.map_err(nats)?;
+        ensure_stream(&self.js, &self.prefix, replicas)
+            .await
+            .map_err(nats)?;
+        Ok(())
     }
 }

@@ -106,6 +106,10 @@ pub struct BusAuth {
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Where replies to this client's own requests come back [default: `_INBOX`]. The agent
+    /// uses `_INBOX_<node>`, so that an authorization can let each node read only its own
+    /// replies.
+    pub inbox_prefix: Option<String>,
 }
 
 /// A bad `[bus]` setting, naming it.
@@ -180,6 +184,9 @@ impl BusAuth {
             (None, None) => {}
             (Some(_), None) => return Err(bad("tls_key", "tls_cert needs a tls_key")),
             (None, Some(_)) => return Err(bad("tls_cert", "tls_key needs a tls_cert")),
+        }
+        if let Some(p) = &self.inbox_prefix {
+            o = o.custom_inbox_prefix(p);
         }
         Ok(o.connection_timeout(CONNECT_TIMEOUT))
     }
@@ -275,6 +282,7 @@ impl BusConfig {
         if !(1..=5).contains(&replicas) {
             return Err(bad("replicas", "give 1 to 5"));
         }
+        let inbox_prefix = format!("_INBOX_{node}");
         Ok(BusSettings {
             urls: self.urls.clone(),
             node,
@@ -289,6 +297,7 @@ impl BusConfig {
                 tls_ca: self.tls_ca.clone(),
                 tls_cert: self.tls_cert.clone(),
                 tls_key: self.tls_key.clone(),
+                inbox_prefix: Some(inbox_prefix),
             },
             heartbeat,
             max_inflight,

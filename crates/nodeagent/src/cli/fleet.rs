@@ -28,8 +28,10 @@ pub struct FleetArgs {
     /// NATS user (with --nats-password-file)
     #[arg(long, env = "NODEAGENT_NATS_USER", value_name = "USER")]
     pub nats_user: Option<String>,
+    /// A file holding the NATS password (of --nats-user)
     #[arg(long, env = "NODEAGENT_NATS_PASSWORD_FILE", value_name = "FILE")]
     pub nats_password_file: Option<PathBuf>,
+    /// A file holding a NATS token
     #[arg(long, env = "NODEAGENT_NATS_TOKEN_FILE", value_name = "FILE")]
     pub nats_token_file: Option<PathBuf>,
     /// A file holding an nkey seed
@@ -41,6 +43,10 @@ pub struct FleetArgs {
     /// CA of the NATS servers' certificates (turns TLS on)
     #[arg(long, env = "NODEAGENT_NATS_TLS_CA", value_name = "FILE")]
     pub nats_tls_ca: Option<PathBuf>,
+    /// Where replies to the fleet client come back (for an authorization that gives each
+    /// user its own inbox)
+    #[arg(long, env = "NODEAGENT_NATS_INBOX_PREFIX", value_name = "PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
     /// Subject prefix the agents use (`[bus] prefix`)
     #[arg(long, env = "NODEAGENT_BUS_PREFIX", default_value = wire::DEFAULT_PREFIX)]
     pub prefix: String,
@@ -73,6 +79,13 @@ pub struct Target {
 pub enum FleetCommand {
     /// List the nodes on the bus: labels, liveness (up, stale, gone, stopped), objects
     Nodes,
+    /// Create the registry and results buckets and the durable commands stream (agents
+    /// create them too, where their permissions allow; see the README's authorization example)
+    Init {
+        /// Replicas of each (3 in a 3-server cluster)
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+    },
     /// List each node's objects, or show one object on each node
     Get {
         /// Id or name; without it, list all
@@ -140,6 +153,7 @@ pub async fn run(out: OutputFormat, a: FleetArgs) -> anyhow::Result<()> {
         tls_ca: a.nats_tls_ca.clone(),
         tls_cert: None,
         tls_key: None,
+        inbox_prefix: a.nats_inbox_prefix.clone(),
     };
     let identity = a.identity.clone().unwrap_or_else(default_identity);
     let c = FleetClient::connect(&a.nats, &auth, Some(&a.prefix), Some(&identity))
@@ -147,6 +161,18 @@ pub async fn run(out: OutputFormat, a: FleetArgs) -> anyhow::Result<()> {
         .context("--nats")?;
     match a.command {
         FleetCommand::Nodes => nodes(&c, out).await,
+        FleetCommand::Init { replicas } => {
+            c.init(replicas).await?;
+            if out == OutputFormat::Table {
+                println!(
+                    "the bus is ready: buckets {} and {}, stream {}",
+                    wire::REGISTRY_BUCKET,
+                    wire::RESULTS_BUCKET,
+                    wire::COMMANDS_STREAM
+                );
+            }
+            Ok(())
+        }
         FleetCommand::Get { id, target } => {
             let (op, req) = match id {
                 Some(id) => (Op::Get, keyed(&id)),

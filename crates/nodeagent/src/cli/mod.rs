@@ -202,8 +202,11 @@ pub fn command() -> clap::Command {
     let all: Vec<&str> = DAEMON.iter().chain(CLIENT.iter()).copied().collect();
     let for_sink = hidden(&all);
     let for_run = hidden(&CLIENT);
+    // `fleet` talks to NATS, not to a local daemon: only `-o` applies.
+    let for_fleet = hidden(&all[..all.len() - 1]);
     cmd.mut_subcommand("sink", |s| s.args(for_sink))
         .mut_subcommand("run", |s| s.args(for_run))
+        .mut_subcommand("fleet", |s| s.args(for_fleet))
 }
 
 /// Runs one client command on a small single-threaded runtime: the client makes a handful of
