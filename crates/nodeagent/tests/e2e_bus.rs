@@ -123,8 +123,10 @@ fn client_as(rt: &tokio::runtime::Runtime, url: &str, auth: BusAuth) -> FleetCli
 
 /// Waits until each node is `up` in the registry.
 fn wait_up(url: &str, nodes: &[&str]) -> Value {
-    eventually(Duration::from_secs(15), "nodes registered", || {
-        let (_, v) = fleet_json(url, &["nodes"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = fleet(url, &["nodes", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
         let up = nodes.iter().all(|n| {
             v["nodes"]
                 .as_array()
@@ -132,8 +134,16 @@ fn wait_up(url: &str, nodes: &[&str]) -> Value {
                 .flatten()
                 .any(|r| r["node"] == *n && r["state"] == "up")
         });
-        up.then_some(v)
-    })
+        if up {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes {nodes:?} not all up within 20 s; the registry: {v}; stderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn write_spec(dir: &Path, spec: &Value) -> String {
@@ -657,4 +667,152 @@ fn a_nodes_credentials_cannot_command_another_node() {
         "an agent needed more than the example grants: {log}"
     );
     drop(a);
+}
+
+/// Bridging: an edge network that cannot reach the hub except through a NATS leaf node. The
+/// hub is a 3-server JetStream cluster in one network namespace; the edge namespace holds the
+/// leaf node and an agent, and reaches the hub only over a veth link to the hub's leaf-node
+/// port. The control plane in the hub commands the edge node, directly and durably, and goes
+/// on doing so after one hub server is killed.
+#[test]
+fn a_leaf_node_bridges_an_edge_network_to_the_hub_cluster() {
+    use common::netns::NetNs;
+    require_cgroup_v1();
+    let tmp = tempfile::tempdir().unwrap();
+    let sfx = &random_suffix()[..8];
+    let hub = NetNs::create(&format!("na-hub-{sfx}"));
+    let edge = NetNs::create(&format!("na-edge-{sfx}"));
+    hub.link("10.77.0.1/30", &edge, "10.77.0.2/30");
+
+    let g = hub.enter();
+    let ports: Vec<(u16, u16, u16)> = (0..3)
+        .map(|_| (free_port(), free_port(), free_port()))
+        .collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|p| format!("\"nats-route://127.0.0.1:{}\"", p.1))
+        .collect();
+    let mut servers: Vec<NatsServer> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (c, r, l))| {
+            let conf = format!(
+                "server_name: hub-{i}\njetstream {{ domain: hub }}\ncluster {{ name: hub, listen: \"127.0.0.1:{r}\", routes: [{}] }}\nleafnodes {{ listen: \"10.77.0.1:{l}\" }}\n",
+                routes.join(", ")
+            );
+            NatsServer::with_config(*c, &tmp.path().join(format!("hub{i}")), Some(&conf))
+        })
+        .collect();
+    let hub_urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{}", p.0))
+        .collect();
+    let hub_list = hub_urls.join(",");
+    // Once the cluster has elected its JetStream leader, the control plane makes the buckets and
+    // the stream with three replicas, so that they survive the loss of a server.
+    eventually(Duration::from_secs(30), "the JetStream cluster", || {
+        fleet(&hub_list, &["init", "--replicas", "3"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let h = agent_with(
+        &hub_urls.join("\", \""),
+        "node-h",
+        "site = \"hub\"",
+        &tmp.path().join("node-h"),
+        "replicas = 3",
+        &[],
+    );
+    drop(g);
+
+    let g = edge.enter();
+    let leaf_port = free_port();
+    let remotes: Vec<String> = ports
+        .iter()
+        .map(|p| format!("\"nats-leaf://10.77.0.1:{}\"", p.2))
+        .collect();
+    // No JetStream of its own: its clients' JetStream requests go to the hub's.
+    let _leaf = NatsServer::custom(
+        leaf_port,
+        &tmp.path().join("leaf"),
+        Some(&format!(
+            "leafnodes {{ remotes: [ {{ urls: [{}] }} ] }}\n",
+            remotes.join(", ")
+        )),
+        false,
+    );
+    assert!(
+        std::net::TcpStream::connect(("10.77.0.1", ports[0].0)).is_err(),
+        "the edge must not reach the hub's client port"
+    );
+    let e = agent_with(
+        &format!("nats://127.0.0.1:{leaf_port}"),
+        "node-e",
+        "site = \"edge\"",
+        &tmp.path().join("node-e"),
+        "replicas = 3\njetstream_domain = \"hub\"",
+        &[],
+    );
+    drop(g);
+
+    let g = hub.enter();
+    wait_up(&hub_list, &["node-h", "node-e"]);
+    let (ok, v) = fleet_json(&hub_list, &["get"]);
+    assert!(ok, "{v}");
+    let nodes: Vec<&str> = v["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["node"].as_str())
+        .collect();
+    assert_eq!(nodes, ["node-e", "node-h"], "{v}");
+    let spec = write_spec(tmp.path(), &sleep_spec("edge-job", 0.1, "16Mi"));
+    let (ok, v) = fleet_json(
+        &hub_list,
+        &[
+            "create",
+            "-f",
+            &spec,
+            "--selector",
+            "site=edge",
+            "--durable",
+            "--timeout",
+            "10s",
+        ],
+    );
+    assert!(ok, "{v}");
+    assert_eq!(v["commands"][0]["node"], "node-e", "{v}");
+    assert_eq!(v["commands"][0]["result"]["status"], 202, "{v}");
+
+    // One hub server goes away; the fleet is still reachable, and durable commands still land.
+    servers[1].stop();
+    // Agents connected to the lost server fail over to another (with backoff).
+    eventually(Duration::from_secs(20), "both nodes answering", || {
+        let (ok, v) = fleet_json(&hub_list, &["get"]);
+        (ok && v["replies"].as_array().is_some_and(|r| r.len() == 2)).then_some(())
+    });
+    let (ok, v) = fleet_json(
+        &hub_list,
+        &[
+            "update",
+            "edge-job",
+            "--cpu",
+            "0.2",
+            "--nodes",
+            "node-e",
+            "--durable",
+            "--timeout",
+            "15s",
+        ],
+    );
+    assert!(ok, "{v}");
+    assert_eq!(v["commands"][0]["result"]["status"], 200, "{v}");
+    drop(g);
+
+    let _g = edge.enter();
+    let (s, o) = e.http("GET", "/v1/objects/edge-job", None);
+    assert_eq!(s, 200, "{o}");
+    assert_eq!(o["spec"]["resources"]["cpu"], 0.2, "{o}");
+    drop(h);
 }

@@ -78,7 +78,7 @@ impl FleetClient {
             .await
             .map_err(|e| FleetError::Nats(format!("connecting to {}: {e}", urls.join(","))))?;
         Ok(FleetClient {
-            js: jetstream::new(client.clone()),
+            js: auth.jetstream(client.clone()),
             client,
             prefix: prefix.unwrap_or(wire::DEFAULT_PREFIX).to_string(),
             identity: identity.map(str::to_string),
@@ -103,10 +103,24 @@ impl FleetClient {
         let Ok(kv) = self.js.get_key_value(REGISTRY_BUCKET).await else {
             return Ok(Vec::new());
         };
-        let mut keys = kv.keys().await.map_err(nats)?;
+        // The keys from the stream's subject counts: one request, where the bucket's `keys()`
+        // needs a consumer (which a clustered server may be slow to place).
+        let stream = self
+            .js
+            .get_stream(format!("KV_{REGISTRY_BUCKET}"))
+            .await
+            .map_err(nats)?;
+        let prefix = format!("$KV.{REGISTRY_BUCKET}.");
+        let mut subjects = stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(nats)?;
         let mut names = BTreeSet::new();
-        while let Some(k) = keys.next().await {
-            names.insert(k.map_err(nats)?);
+        while let Some(s) = subjects.next().await {
+            let (subject, _) = s.map_err(nats)?;
+            if let Some(k) = subject.strip_prefix(&prefix) {
+                names.insert(k.to_string());
+            }
         }
         let mut out = Vec::new();
         for k in names {

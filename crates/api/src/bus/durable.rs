@@ -70,7 +70,7 @@ pub(super) async fn run(
     d: Dispatcher,
     mut stop: watch::Receiver<bool>,
 ) {
-    let js = jetstream::new(client);
+    let js = s.auth.jetstream(client);
     let mut delay = Duration::from_millis(200);
     loop {
         let r = tokio::select! {

@@ -89,6 +89,11 @@ pub struct BusConfig {
     /// Consume durable commands [default: true].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durable: Option<bool>,
+    /// The hub's JetStream domain, for an agent behind a leaf node (README, "Bridging
+    /// networks"): its JetStream requests then go to `$JS.<domain>.API`, which the leaf node
+    /// forwards to the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream_domain: Option<String>,
     /// Replicas of the buckets and the commands stream the agent creates (3 in a 3-server
     /// cluster) [default: 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +115,8 @@ pub struct BusAuth {
     /// uses `_INBOX_<node>`, so that an authorization can let each node read only its own
     /// replies.
     pub inbox_prefix: Option<String>,
+    /// The JetStream domain of the buckets and the stream (`None`: the server's own).
+    pub jetstream_domain: Option<String>,
 }
 
 /// A bad `[bus]` setting, naming it.
@@ -138,6 +145,14 @@ fn read_secret(path: &std::path::Path, field: &'static str) -> Result<String, Bu
 }
 
 impl BusAuth {
+    /// The JetStream context of this connection (in its domain, if any).
+    pub fn jetstream(&self, client: async_nats::Client) -> async_nats::jetstream::Context {
+        match &self.jetstream_domain {
+            Some(d) => async_nats::jetstream::with_domain(client, d),
+            None => async_nats::jetstream::new(client),
+        }
+    }
+
     /// The client's connect options with these credentials (files are read now).
     pub async fn options(&self) -> Result<async_nats::ConnectOptions, BusConfigError> {
         let mut o = async_nats::ConnectOptions::new();
@@ -278,6 +293,18 @@ impl BusConfig {
         if max_inflight == 0 || max_inflight > 10_000 {
             return Err(bad("max_inflight", "give 1 to 10000"));
         }
+        if let Some(d) = &self.jetstream_domain {
+            if d.is_empty()
+                || !d
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(bad(
+                    "jetstream_domain",
+                    format!("{d:?}: letters, digits, '-' and '_' only"),
+                ));
+            }
+        }
         let replicas = self.replicas.unwrap_or(1);
         if !(1..=5).contains(&replicas) {
             return Err(bad("replicas", "give 1 to 5"));
@@ -298,6 +325,7 @@ impl BusConfig {
                 tls_cert: self.tls_cert.clone(),
                 tls_key: self.tls_key.clone(),
                 inbox_prefix: Some(inbox_prefix),
+                jetstream_domain: self.jetstream_domain.clone(),
             },
             heartbeat,
             max_inflight,

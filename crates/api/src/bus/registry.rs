@@ -64,7 +64,7 @@ pub(super) async fn run(
     core: Arc<dyn Core>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let js = jetstream::new(client);
+    let js = s.auth.jetstream(client);
     let started_ms = wire::now_ms();
     let mut store: Option<kv::Store> = None;
     let mut failing = false;
@@ -75,7 +75,7 @@ pub(super) async fn run(
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        let objects = core.list().await.map(|o| o.len()).unwrap_or(0);
+        let objects = workloads(core.as_ref()).await;
         match put(&js, &mut store, &s, started_ms, objects, "up").await {
             Ok(()) => {
                 if failing {
@@ -92,10 +92,19 @@ pub(super) async fn run(
             }
         }
     }
-    let objects = core.list().await.map(|o| o.len()).unwrap_or(0);
+    let objects = workloads(core.as_ref()).await;
     // A bounded last word: the agent is stopping and must not wait on an absent server.
     let last = put(&js, &mut store, &s, started_ms, objects, "stopped");
     let _ = tokio::time::timeout(Duration::from_secs(1), last).await;
+}
+
+/// The node's objects, not counting the host.
+async fn workloads(core: &dyn Core) -> usize {
+    core.list().await.map_or(0, |o| {
+        o.iter()
+            .filter(|o| o.kind != nodeagent_types::Kind::Host)
+            .count()
+    })
 }
 
 async fn put(

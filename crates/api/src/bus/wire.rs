@@ -345,6 +345,7 @@ pub struct NodeRecord {
     pub heartbeat_ms: u64,
     /// The node's heartbeat interval, so that a reader can tell when it is late.
     pub heartbeat_interval_ms: u64,
+    /// Objects on the node, not counting the host.
     pub objects: usize,
     pub started_ms: u64,
     /// `up`, or `stopped` once the agent has shut down cleanly.

@@ -47,6 +47,10 @@ pub struct FleetArgs {
     /// user its own inbox)
     #[arg(long, env = "NODEAGENT_NATS_INBOX_PREFIX", value_name = "PREFIX")]
     pub nats_inbox_prefix: Option<String>,
+    /// The JetStream domain of the hub (`[bus] jetstream_domain`), for a client behind a leaf
+    /// node
+    #[arg(long, env = "NODEAGENT_NATS_DOMAIN", value_name = "DOMAIN")]
+    pub nats_domain: Option<String>,
     /// Subject prefix the agents use (`[bus] prefix`)
     #[arg(long, env = "NODEAGENT_BUS_PREFIX", default_value = wire::DEFAULT_PREFIX)]
     pub prefix: String,
@@ -154,8 +158,25 @@ pub async fn run(out: OutputFormat, a: FleetArgs) -> anyhow::Result<()> {
         tls_cert: None,
         tls_key: None,
         inbox_prefix: a.nats_inbox_prefix.clone(),
+        jetstream_domain: a.nats_domain.clone(),
     };
     let identity = a.identity.clone().unwrap_or_else(default_identity);
+    // Every step has its own bound, but a command line must never hang on a server that
+    // accepts the connection and then says nothing: the whole command is bounded too.
+    let limit = timeout.max(Duration::from_secs(2)) + Duration::from_secs(10);
+    match tokio::time::timeout(limit, fleet_command(out, a, auth, identity, timeout)).await {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!("the bus did not answer within {limit:?}"),
+    }
+}
+
+async fn fleet_command(
+    out: OutputFormat,
+    a: FleetArgs,
+    auth: BusAuth,
+    identity: String,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let c = FleetClient::connect(&a.nats, &auth, Some(&a.prefix), Some(&identity))
         .await
         .context("--nats")?;

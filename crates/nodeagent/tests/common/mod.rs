@@ -12,6 +12,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod nats;
+pub mod netns;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

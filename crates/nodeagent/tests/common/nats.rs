@@ -21,6 +21,9 @@ pub struct NatsServer {
     store: PathBuf,
     /// The text of `-c <file>`, where the test needs more than `-js -p`.
     config: Option<String>,
+    /// Run with JetStream (`-js -sd <store>`); a leaf node that extends a hub's JetStream runs
+    /// without.
+    jetstream: bool,
 }
 
 impl NatsServer {
@@ -31,11 +34,17 @@ impl NatsServer {
     /// `config` is a nats-server config file's text; the port, the JetStream store and the
     /// loopback address are given on the command line.
     pub fn with_config(port: u16, store: &Path, config: Option<&str>) -> NatsServer {
+        NatsServer::custom(port, store, config, true)
+    }
+
+    /// `jetstream: false` runs without `-js` (a leaf node whose clients use the hub's).
+    pub fn custom(port: u16, store: &Path, config: Option<&str>, jetstream: bool) -> NatsServer {
         let mut s = NatsServer {
             child: None,
             port,
             store: store.to_path_buf(),
             config: config.map(str::to_string),
+            jetstream,
         };
         s.spawn();
         s
@@ -49,15 +58,10 @@ impl NatsServer {
             .open(self.store.with_extension("log"))
             .unwrap();
         let mut cmd = std::process::Command::new(nats_server_bin());
-        cmd.args([
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-sd",
-        ])
-        .arg(&self.store);
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.jetstream {
+            cmd.arg("-js").arg("-sd").arg(&self.store);
+        }
         if let Some(c) = &self.config {
             let f = self.store.with_extension("conf");
             std::fs::write(&f, c).unwrap();
