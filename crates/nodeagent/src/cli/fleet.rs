@@ -399,15 +399,16 @@ fn print_fan_out(out: OutputFormat, op: Op, fan: &FanOut, timeout: Duration) -> 
     if fan.replies.is_empty() && fan.missing.is_empty() {
         anyhow::bail!("no node answered within {timeout:?} (none matches, or none is connected)");
     }
-    if failed > 0 || !fan.missing.is_empty() {
-        anyhow::bail!(
-            "{} of {} nodes failed, and {} did not answer within {timeout:?}",
-            failed,
-            fan.replies.len() + fan.missing.len(),
-            fan.missing.len()
-        );
+    let total = fan.replies.len() + fan.missing.len();
+    let missing = fan.missing.len();
+    match (failed, missing) {
+        (0, 0) => Ok(()),
+        (f, 0) => anyhow::bail!("{f} of {total} nodes failed"),
+        (0, m) => anyhow::bail!("{m} of {total} nodes did not answer within {timeout:?}"),
+        (f, m) => anyhow::bail!(
+            "{f} of {total} nodes failed, and {m} did not answer within {timeout:?}"
+        ),
     }
-    Ok(())
 }
 
 fn missing_rows(t: &mut Table, fan: &FanOut, timeout: Duration, cols: usize) {
