@@ -816,3 +816,28 @@ fn a_leaf_node_bridges_an_edge_network_to_the_hub_cluster() {
     assert_eq!(o["spec"]["resources"]["cpu"], 0.2, "{o}");
     drop(h);
 }
+
+/// A bus whose server is away holds up neither the start nor the stop of the agent.
+#[test]
+fn an_absent_server_holds_up_neither_start_nor_stop() {
+    require_cgroup_v1();
+    let tmp = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let mut a = agent(&url, "node-x", "", tmp.path());
+    let (s, b) = a.http(
+        "POST",
+        "/v1/objects?wait=true",
+        Some(&sleep_spec("x", 0.1, "16Mi")),
+    );
+    assert_eq!(s, 201, "{b}");
+    std::thread::sleep(Duration::from_millis(700));
+    let t = std::time::Instant::now();
+    let st = a.stop();
+    assert!(st.success(), "exit {st:?}; log:\n{}", a.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "stopping took {:?}",
+        t.elapsed()
+    );
+}

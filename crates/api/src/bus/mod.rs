@@ -470,10 +470,13 @@ pub async fn serve(
         .iter()
         .map(|u| u.parse().map_err(|e| bad("urls", format!("{u:?}: {e}"))))
         .collect::<Result<_, _>>()?;
-    let client = opts
-        .connect(urls.as_slice())
-        .await
-        .map_err(|e| bad("urls", format!("{e}")))?;
+    // `connect` waits for the first connection even with `retry_on_initial_connect`: a server
+    // that is down must not hold up the agent's shutdown.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let client = tokio::select! {
+        c = opts.connect(urls.as_slice()) => c.map_err(|e| bad("urls", format!("{e}")))?,
+        () = &mut shutdown => return Ok(()),
+    };
     let dispatcher = Dispatcher::new(core.clone(), &node, max_body);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reg = tokio::spawn(registry::run(
@@ -497,14 +500,15 @@ pub async fn serve(
                 tracing::warn!(error = %e, "bus: subscriptions ended");
             }
         }
-        () = shutdown => {}
+        () = &mut shutdown => {}
     }
+    // The agent's shutdown has under 2 s in all: nothing here may wait on an absent server.
     let _ = stop_tx.send(true);
     if let Some(d) = dur {
         let _ = d.await;
     }
     let _ = reg.await;
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_millis(300), client.flush()).await;
     Ok(())
 }
 

@@ -76,7 +76,13 @@ pub(super) async fn run(
             _ = stop.changed() => break,
         }
         let objects = workloads(core.as_ref()).await;
-        match put(&js, &mut store, &s, started_ms, objects, "up").await {
+        // A put waits for the server's answer (up to the client's request timeout): the stop
+        // must not wait behind it.
+        let r = tokio::select! {
+            r = put(&js, &mut store, &s, started_ms, objects, "up") => r,
+            _ = stop.changed() => break,
+        };
+        match r {
             Ok(()) => {
                 if failing {
                     tracing::info!(node = %s.node, "bus: registered again");
@@ -92,10 +98,12 @@ pub(super) async fn run(
             }
         }
     }
-    let objects = workloads(core.as_ref()).await;
     // A bounded last word: the agent is stopping and must not wait on an absent server.
-    let last = put(&js, &mut store, &s, started_ms, objects, "stopped");
-    let _ = tokio::time::timeout(Duration::from_secs(1), last).await;
+    let last = async {
+        let objects = workloads(core.as_ref()).await;
+        put(&js, &mut store, &s, started_ms, objects, "stopped").await
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), last).await;
 }
 
 /// The node's objects, not counting the host.

@@ -405,9 +405,9 @@ fn print_fan_out(out: OutputFormat, op: Op, fan: &FanOut, timeout: Duration) -> 
         (0, 0) => Ok(()),
         (f, 0) => anyhow::bail!("{f} of {total} nodes failed"),
         (0, m) => anyhow::bail!("{m} of {total} nodes did not answer within {timeout:?}"),
-        (f, m) => anyhow::bail!(
-            "{f} of {total} nodes failed, and {m} did not answer within {timeout:?}"
-        ),
+        (f, m) => {
+            anyhow::bail!("{f} of {total} nodes failed, and {m} did not answer within {timeout:?}")
+        }
     }
 }
 
