@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(str::to_string)
         .collect();
     let c = FleetClient::connect(
-        &[url.clone()],
+        std::slice::from_ref(url),
         &BusAuth::default(),
         None,
         Some("fleet-bench"),
