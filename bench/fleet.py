@@ -51,7 +51,7 @@ def sh(*args, check=True):
 
 
 def spawn(ns, args, log_path):
-    p = subprocess.Popen(["ip", "netns", "exec", ns] + args, stdin=subprocess.DEVNULL,
+    p = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{ns}"] + args, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=open(log_path, "ab"))
     PROCS.append(p)
     return p
@@ -60,7 +60,7 @@ def spawn(ns, args, log_path):
 def wait_port(ns, port, timeout=20):
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if sh("ip", "netns", "exec", ns, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}", check=False).returncode == 0:
+        if sh("nsenter", f"--net=/var/run/netns/{ns}", "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}", check=False).returncode == 0:
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {ns} 127.0.0.1:{port}")
@@ -130,7 +130,10 @@ class Agent:
         r = c.getresponse()
         b = r.read()
         c.close()
-        return r.status, (json.loads(b) if b.strip() else None)
+        try:
+            return r.status, (json.loads(b) if b.strip() else None)
+        except json.JSONDecodeError:
+            return r.status, b.decode(errors="replace")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -139,7 +142,7 @@ class Agent:
 
 
 def fleet(*args, timeout=60):
-    r = subprocess.run(["ip", "netns", "exec", HUB, BIN, "fleet", "--nats", HUB_URL, *args, "-o", "json"],
+    r = subprocess.run(["nsenter", f"--net=/var/run/netns/{HUB}", BIN, "fleet", "--nats", HUB_URL, *args, "-o", "json"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
     try:
         return r.returncode, json.loads(r.stdout)
@@ -290,7 +293,7 @@ def main():
         socks = os.path.join(TMP, "sockets.txt")
         with open(socks, "w") as f:
             f.write("\n".join(ag.sock for ag in agents) + "\n")
-        out = subprocess.run(["ip", "netns", "exec", HUB, os.path.join(ex, "fleet_bench"), HUB_URL.split(",")[0],
+        out = subprocess.run(["nsenter", f"--net=/var/run/netns/{HUB}", os.path.join(ex, "fleet_bench"), HUB_URL.split(",")[0],
                               str(a.rounds), str(a.http_rounds), socks, "obj-0"],
                              check=True, stdout=subprocess.PIPE, text=True).stdout
         R["fanout"] = json.loads(out)
@@ -361,7 +364,7 @@ def main():
         for ag in agents:
             _, s = ag.call("GET", "/v1/sinks")
             dropped += sum(k.get("dropped", 0) for k in s["sinks"] if k["name"] == "bus")
-        out = subprocess.run(["ip", "netns", "exec", HUB, os.path.join(ex, "jetstream_seqs"), HUB_URL.split(",")[0],
+        out = subprocess.run(["nsenter", f"--net=/var/run/netns/{HUB}", os.path.join(ex, "jetstream_seqs"), HUB_URL.split(",")[0],
                               "NODEAGENT"], check=True, stdout=subprocess.PIPE, text=True).stdout
         seqs = json.loads(out)
         R["reports"] = {
@@ -384,7 +387,7 @@ def main():
 
 
 def ag_pid(ag):
-    """The agent's pid (`ip netns exec` execs it, so the child's pid is the agent's)."""
+    """The agent's pid (`nsenter --net` execs it, so the child's pid is the agent's; not `ip netns exec`, which remounts /sys and hides the cgroup hierarchies)."""
     return ag.proc.pid
 
 

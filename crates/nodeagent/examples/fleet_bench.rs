@@ -67,6 +67,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .filter(|r| r.liveness(wire::now_ms()) == wire::Liveness::Up)
         .count();
+    // A controller keeps the registry; each round waits for exactly these nodes.
+    let expected = c.expected(&Selector::default()).await?;
     let mut bus = Vec::new();
     let mut incomplete = 0;
     for i in 0..rounds {
@@ -78,7 +80,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let t = Instant::now();
         let f = c
-            .fan_out(Op::Update, req, Selector::default(), Duration::from_secs(5))
+            .fan_out_expecting(
+                Op::Update,
+                req,
+                Selector::default(),
+                expected.clone(),
+                Duration::from_secs(5),
+            )
             .await?;
         let us = t.elapsed().as_secs_f64() * 1e6;
         if f.replies.len() != n || f.replies.iter().any(|r| !r.ok()) {

@@ -170,10 +170,18 @@ impl FleetClient {
     pub async fn fan_out(
         &self,
         op: Op,
-        mut req: Request,
+        req: Request,
         selector: Selector,
         timeout: Duration,
     ) -> Result<FanOut, FleetError> {
+        let expected = self.expected(&selector).await?;
+        self.fan_out_expecting(op, req, selector, expected, timeout)
+            .await
+    }
+
+    /// The nodes a fan-out to `selector` waits for: the registry's live nodes that match, and
+    /// every node named.
+    pub async fn expected(&self, selector: &Selector) -> Result<BTreeSet<String>, FleetError> {
         let now = wire::now_ms();
         let mut expected: BTreeSet<String> = self
             .nodes()
@@ -184,6 +192,19 @@ impl FleetClient {
             .map(|r| r.node)
             .collect();
         expected.extend(selector.nodes.iter().cloned());
+        Ok(expected)
+    }
+
+    /// [`fan_out`](Self::fan_out) with the nodes to wait for already known (a controller that
+    /// keeps the registry, rather than reading it for every request).
+    pub async fn fan_out_expecting(
+        &self,
+        op: Op,
+        mut req: Request,
+        selector: Selector,
+        expected: BTreeSet<String>,
+        timeout: Duration,
+    ) -> Result<FanOut, FleetError> {
         req.selector = Some(selector);
         let inbox = self.client.new_inbox();
         let mut sub = self.client.subscribe(inbox.clone()).await.map_err(nats)?;
