@@ -246,7 +246,7 @@ impl Policy {
                 Some(c) => self.check_container(c),
                 None => Ok(()),
             },
-            Kind::Host => Ok(()),
+            Kind::Vm | Kind::Host => Ok(()),
         }
     }
 

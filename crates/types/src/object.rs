@@ -83,6 +83,26 @@ pub struct Object {
     /// The Docker side of a `container` object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerStatus>,
+    /// The QEMU side of a `vm` object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmStatus>,
+}
+
+/// What the agent knows of a QEMU guest it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStatus {
+    /// The accelerator qemu runs with (`kvm` or `tcg`): what `accel: auto` picked.
+    pub accel_used: String,
+    /// QMP's view of the guest (`running`, `paused`, `shutdown`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub qmp_status: String,
+    /// The serial console's capture.
+    pub console_path: String,
+    /// QMP's unix socket.
+    pub qmp_path: String,
+    /// Guest-visible RAM in bytes, where the balloon reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_actual: Option<u64>,
 }
 
 /// What the agent knows of a container it runs or adopted.
@@ -138,6 +158,7 @@ impl Object {
             push_mode: BTreeMap::new(),
             message: None,
             container: None,
+            vm: None,
         }
     }
 }

@@ -30,10 +30,14 @@ pub const MIN_MEMORY: u64 = 1 << 20;
 mod cgroup;
 mod container;
 mod process;
+mod vm;
 
 pub use cgroup::CgroupSpec;
 pub use container::{ContainerNetwork, ContainerSpec, Mount};
 pub use process::{ProcessSpec, RestartPolicy};
+pub use vm::{
+    check_vm_path, Accel, Disk, DiskFormat, Forward, NetMode, Protocol, VmNetwork, VmSpec, WaitFor,
+};
 
 /// What every object spec has, plus the section of its kind (DESIGN.md §4):
 /// `{"name": .., "kind": "process", "process": {..}, "resources": {..}, "collect": {..}}`.
@@ -152,6 +156,7 @@ kind_sections! {
     Process => "process": ProcessSpec,
     Cgroup => "cgroup": CgroupSpec,
     Container => "container": ContainerSpec,
+    Vm => "vm": VmSpec,
 }
 
 /// Finds a kind's section in a [`KindSpec`]; generated for every section type.
