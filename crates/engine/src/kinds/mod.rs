@@ -25,6 +25,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod process;
+pub mod vm;
 
 use crate::policy::Policy;
 use nodeagent_drivers::cgroup::{CgroupError, CgroupRef, Cgroups};

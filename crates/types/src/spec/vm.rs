@@ -246,8 +246,7 @@ impl VmSpec {
             }
         }
         if let Some(w) = &self.wait_for {
-            if w.console.is_empty() || w.console.len() > MAX_WAIT_TEXT || w.console.contains('\n')
-            {
+            if w.console.is_empty() || w.console.len() > MAX_WAIT_TEXT || w.console.contains('\n') {
                 return Err(ApiError::invalid(
                     "vm.wait_for.console",
                     format!("give 1 to {MAX_WAIT_TEXT} bytes of one line"),
@@ -283,8 +282,8 @@ mod tests {
 
     #[test]
     fn minimal_vm_parses() {
-        let s = ObjectSpec::from_json(br#"{"name":"g","kind":"vm","vm":{"kernel":"/k"}}"#)
-            .expect("ok");
+        let s =
+            ObjectSpec::from_json(br#"{"name":"g","kind":"vm","vm":{"kernel":"/k"}}"#).expect("ok");
         let v = s.section::<super::VmSpec>().expect("vm");
         assert_eq!(v.vcpus, 1);
         assert_eq!(v.memory.0, 256 << 20);
@@ -303,7 +302,10 @@ mod tests {
             Some("vm.initrd")
         );
         assert_eq!(
-            field(&k(r#"{"kernel":"/k","disks":[{"path":"/d,readonly=off"}]}"#)).as_deref(),
+            field(&k(
+                r#"{"kernel":"/k","disks":[{"path":"/d,readonly=off"}]}"#
+            ))
+            .as_deref(),
             Some("vm.disks[0].path")
         );
         assert_eq!(
