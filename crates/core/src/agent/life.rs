@@ -979,10 +979,13 @@ impl Agent {
                     ))
                     .with_field("paused"));
                 };
-                cgroups
-                    .freeze(cg, p)
-                    .map_err(cgroup_error)
-                    .map_err(|er| er.with_field("paused"))?;
+                match driver.pause(&id, &e.obj, p) {
+                    Some(r) => r.map_err(|er| er.with_field("paused"))?,
+                    None => cgroups
+                        .freeze(cg, p)
+                        .map_err(cgroup_error)
+                        .map_err(|er| er.with_field("paused"))?,
+                }
                 e.obj.paused = p;
                 e.obj.status = if p { Status::Paused } else { Status::Running };
                 if caps.sync {

@@ -316,6 +316,13 @@ pub trait KindDriver: Send {
         Ok(())
     }
 
+    /// Pauses or resumes the workload by its own means instead of the core's cgroup freezer
+    /// (a VM: QMP `stop`/`cont`, which keeps qemu itself answering). `None`: the core freezes
+    /// the cgroup. It runs on the core's loop, so it must be fast and bounded by a short timeout.
+    fn pause(&self, _id: &str, _obj: &Object, _paused: bool) -> Option<Result<(), ApiError>> {
+        None
+    }
+
     /// Brings the outside system in line with the object's spec (its limits and paused state),
     /// after the fast path wrote them to the cgroup. `None`: nothing to do. Only called with
     /// [`Caps::sync`].

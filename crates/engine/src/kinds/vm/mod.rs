@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the console may take to show `wait_for.console`.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound of each step of a QMP `stop`/`cont`, which runs on the core's loop.
+const PAUSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Re-asks a stop in progress this often.
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// After `quit`, qemu gets this long before SIGKILL.
@@ -446,6 +448,18 @@ impl KindDriver for VmKind {
         });
     }
 
+    /// QMP `stop`/`cont` rather than the freezer: qemu keeps serving QMP and its console while
+    /// the vCPUs are stopped (a frozen qemu answers nothing, so a delete or a re-attachment of
+    /// a paused VM would hang), and the guest's clock stops with its vCPUs.
+    fn pause(&self, id: &str, _obj: &Object, paused: bool) -> Option<Result<(), ApiError>> {
+        let cmd = if paused { "stop" } else { "cont" };
+        Some(
+            qmp::execute_blocking(&self.paths(id).qmp(), cmd, PAUSE_TIMEOUT)
+                .map(|_| ())
+                .map_err(|e| ApiError::unavailable(e.to_string())),
+        )
+    }
+
     /// `system_powerdown` first (after thawing and `cont` if paused), up to `shutdown_grace`;
     /// then `quit`; then SIGKILL. Done once qemu is gone.
     fn stop(
@@ -477,10 +491,9 @@ impl KindDriver for VmKind {
         match (g.powerdown_at, g.quit_at) {
             (None, _) => {
                 g.powerdown_at = Some(now);
-                if ctx.paused {
-                    if let Some(cg) = cg {
-                        let _ = self.cgroups.freeze(cg, false);
-                    }
+                if let Some(cg) = cg.filter(|_| ctx.paused) {
+                    // Paused by QMP, not frozen; a freezer set by hand would block the stop.
+                    let _ = self.cgroups.freeze(cg, false);
                 }
                 let paused = ctx.paused;
                 Step::later(async move {
@@ -568,15 +581,10 @@ impl KindDriver for VmKind {
                 quit_at: None,
             },
         );
-        let (id, paused) = (obj.id.clone(), obj.paused);
+        let id = obj.id.clone();
         Step::later(async move {
             let status = match qmp::Qmp::connect(&paths.qmp(), QMP_TIMEOUT).await {
                 Ok(mut q) => q.status().await.unwrap_or_else(|_| "unknown".into()),
-                // A frozen qemu (paused through the freezer) cannot answer: it is still ours.
-                Err(e) if paused => {
-                    tracing::debug!(error = %e, "QMP of a paused vm");
-                    "paused".into()
-                }
                 Err(e) => {
                     return Ok(Observed::Gone {
                         message: format!("qemu {pid} runs, but {e}"),
@@ -585,6 +593,8 @@ impl KindDriver for VmKind {
                 }
             };
             tracing::info!(id, pid, status, "re-attached to qemu");
+            // QMP's view of paused wins (a `stop` is what pauses a VM).
+            let paused = status == "paused";
             Ok(Self::running(
                 &id,
                 pid,

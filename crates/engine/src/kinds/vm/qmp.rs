@@ -177,6 +177,60 @@ impl Qmp {
     }
 }
 
+/// One command on a fresh blocking connection, every step bounded by `timeout`: for the few
+/// calls that run on the core's loop (pause and resume: about a millisecond).
+pub fn execute_blocking(path: &Path, command: &str, timeout: Duration) -> Result<Value, QmpError> {
+    use std::io::{BufRead, Write};
+    let s = std::os::unix::net::UnixStream::connect(path).map_err(|source| QmpError::Connect {
+        path: path.display().to_string(),
+        source,
+    })?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut w = s.try_clone()?;
+    let mut r = std::io::Read::take(std::io::BufReader::new(s), MAX_LINE as u64);
+    let read = |r: &mut std::io::Take<std::io::BufReader<std::os::unix::net::UnixStream>>| {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) => Err(QmpError::Closed),
+            Ok(_) => parse_line(&line),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                Err(QmpError::Timeout(timeout))
+            }
+            Err(e) => Err(QmpError::Io(e)),
+        }
+    };
+    let mut answer = |cmd: &str, r: &mut _| -> Result<Value, QmpError> {
+        w.write_all(format!("{}\n", json!({ "execute": cmd })).as_bytes())?;
+        loop {
+            match read(r)? {
+                Msg::Return(v) => return Ok(v),
+                Msg::Error { class, desc } => {
+                    return Err(QmpError::Command {
+                        command: cmd.to_string(),
+                        class,
+                        desc,
+                    })
+                }
+                _ => {}
+            }
+        }
+    };
+    match read(&mut r)? {
+        Msg::Greeting(_) => {}
+        other => {
+            return Err(QmpError::Parse(format!(
+                "expected a greeting, got {other:?}"
+            )))
+        }
+    }
+    answer("qmp_capabilities", &mut r)?;
+    answer(command, &mut r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
