@@ -802,9 +802,9 @@ mod tests {
         let e = ObjectSpec::from_json(br#"{"name":"x","name":"y","kind":"process"}"#)
             .expect_err("duplicate");
         assert!(e.message.contains("duplicate field `name`"), "{e:?}");
-        let e = ObjectSpec::from_json(br#"{"name":"x","kind":"process","vm":{}}"#)
+        let e = ObjectSpec::from_json(br#"{"name":"x","kind":"process","ray":{}}"#)
             .expect_err("unknown section");
-        assert_eq!(e.field.as_deref(), Some("vm"));
+        assert_eq!(e.field.as_deref(), Some("ray"));
         assert!(e.message.contains("`process`"), "lists the keys: {e:?}");
     }
 
