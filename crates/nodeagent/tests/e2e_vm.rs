@@ -11,6 +11,7 @@
 mod common;
 
 use common::{cgroup_dir, eventually, read_trim, require_cgroup_v1, Daemon, Opts};
+use nodeagent_types::Sample;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -133,6 +134,24 @@ fn qemu_pids_in(d: &Daemon, o: &Value) -> Vec<u32> {
         .collect()
 }
 
+fn samples(d: &Daemon, key: &str) -> Vec<Sample> {
+    let (status, m) = d.http("GET", &format!("/v1/objects/{key}/metrics"), None);
+    assert_eq!(status, 200, "{m}");
+    serde_json::from_value(m["samples"].clone()).unwrap()
+}
+
+/// CPU in cores over the samples of the last `window`.
+fn cores(s: &[Sample], window: Duration) -> f64 {
+    let last = s.last().unwrap();
+    let first = s
+        .iter()
+        .find(|x| last.ts.as_nanos() - x.ts.as_nanos() <= window.as_nanos() as u64)
+        .unwrap();
+    let dt = (last.ts.as_nanos() - first.ts.as_nanos()) as f64;
+    let du = (last.cpu_usage_ns.unwrap() - first.cpu_usage_ns.unwrap()) as f64;
+    du / dt
+}
+
 fn uptime(o: &Value, tag: &str) -> f64 {
     let out = guest_run(o, "cat /proc/uptime", tag, Duration::from_secs(20));
     out.split_whitespace()
@@ -149,7 +168,9 @@ fn vm_lifecycle_console_cpu_pause_recover_powerdown() {
 
     // Both guests boot at once (their boots overlap on two cores).
     let t0 = Instant::now();
-    let (s, b) = d.http("POST", "/v1/objects", Some(&vm_spec("g1", json!({}))));
+    let mut g1spec = vm_spec("g1", json!({"balloon": true}));
+    g1spec["collect"] = json!({"interval": "100ms"});
+    let (s, b) = d.http("POST", "/v1/objects", Some(&g1spec));
     assert_eq!(s, 202, "{b}");
     let (s, b) = d.http("POST", "/v1/objects", Some(&vm_spec("g2", json!({}))));
     assert_eq!(s, 202, "{b}");
@@ -164,6 +185,8 @@ fn vm_lifecycle_console_cpu_pause_recover_powerdown() {
     });
     eprintln!("g1 running after {:?} (two guests booting)", t0.elapsed());
     let accel = g1["vm"]["accel_used"].as_str().unwrap();
+    // With a balloon, the object shows the guest-visible RAM (QMP query-balloon).
+    assert_eq!(g1["vm"]["memory_actual"], json!(128u64 << 20), "{g1}");
     assert!(accel == "tcg" || accel == "kvm", "{g1}");
     assert!(console_log(&g1).contains(READY));
     let pid = g1["pid"].as_u64().unwrap() as u32;
@@ -196,12 +219,30 @@ fn vm_lifecycle_console_cpu_pause_recover_powerdown() {
         assert_eq!(s, 200, "{b}");
         assert_eq!(read_trim(&quota), want);
     }
+    // A busy loop in the guest is throttled to what the PATCH says, in the samples.
+    type_line(&g1, "while :; do :; done &");
+    for cpu in [0.5, 0.2] {
+        let (s, b) = d.http(
+            "PATCH",
+            "/v1/objects/g1",
+            Some(&json!({"resources": {"cpu": cpu}})),
+        );
+        assert_eq!(s, 200, "{b}");
+        std::thread::sleep(Duration::from_millis(2500));
+        let got = cores(&samples(&d, "g1"), Duration::from_secs(2));
+        eprintln!("busy guest at cpu {cpu}: {got:.3} cores");
+        assert!(
+            (got - cpu).abs() <= 0.1,
+            "cpu {cpu}: the samples say {got:.3} cores"
+        );
+    }
     let (s, b) = d.http(
         "PATCH",
         "/v1/objects/g1",
         Some(&json!({"resources": {"cpu": 1.0}})),
     );
     assert_eq!(s, 200, "{b}");
+    guest_run(&g1, "kill %1", "nobusy", Duration::from_secs(20));
 
     // Pause: the guest does not answer while paused, and does once resumed.
     let (s, b) = d.http("PATCH", "/v1/objects/g1", Some(&json!({"paused": true})));

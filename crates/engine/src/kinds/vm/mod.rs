@@ -56,6 +56,7 @@ struct Guest {
     start_time: u64,
     kvm: bool,
     qmp_status: String,
+    memory_actual: Option<u64>,
     /// The stop in progress: when `system_powerdown` was sent, and when `quit` was.
     powerdown_at: Option<Instant>,
     quit_at: Option<Instant>,
@@ -64,6 +65,8 @@ struct Guest {
 /// What an operation learnt, noted on its observation.
 struct Learned {
     qmp_status: String,
+    /// Guest-visible RAM, where a balloon reports it.
+    memory_actual: Option<u64>,
 }
 
 pub struct VmKind {
@@ -228,7 +231,13 @@ impl VmKind {
         }
     }
 
-    fn running(id: &str, pid: u32, main: Main, paused: Option<bool>, status: String) -> Observed {
+    fn running(
+        id: &str,
+        pid: u32,
+        main: Main,
+        paused: Option<bool>,
+        (status, memory_actual): (String, Option<u64>),
+    ) -> Observed {
         let obs = Observed::Running(Running {
             pid: Some(pid),
             cgroup: CgroupRef::Owned(id.to_string()),
@@ -237,7 +246,13 @@ impl VmKind {
             paused,
             detail: json!({"pid": pid, "qmp_status": status}),
         });
-        Observed::Noted(Box::new(obs), Box::new(Learned { qmp_status: status }))
+        Observed::Noted(
+            Box::new(obs),
+            Box::new(Learned {
+                qmp_status: status,
+                memory_actual,
+            }),
+        )
     }
 }
 
@@ -267,7 +282,7 @@ async fn wait_running(
     pid: u32,
     start_time: u64,
     wait_text: Option<String>,
-) -> Result<String, ApiError> {
+) -> Result<(String, Option<u64>), ApiError> {
     let gone = || {
         ApiError::invalid(
             "vm",
@@ -304,6 +319,7 @@ async fn wait_running(
             "qemu started, but QMP says the guest is {status}"
         )));
     }
+    let actual = balloon_actual(&mut q).await;
     drop(q);
     if let Some(text) = wait_text {
         let t0 = Instant::now();
@@ -326,7 +342,15 @@ async fn wait_running(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    Ok(status)
+    Ok((status, actual))
+}
+
+/// The guest-visible RAM by `query-balloon`; `None` without a balloon device.
+async fn balloon_actual(q: &mut qmp::Qmp) -> Option<u64> {
+    q.execute("query-balloon", None)
+        .await
+        .ok()
+        .and_then(|v| v.get("actual").and_then(serde_json::Value::as_u64))
 }
 
 /// Kills a qemu that failed to start and reaps it (it is our child).
@@ -379,6 +403,7 @@ impl KindDriver for VmKind {
                 start_time,
                 kvm,
                 qmp_status: "starting".into(),
+                memory_actual: None,
                 powerdown_at: None,
                 quit_at: None,
             },
@@ -415,6 +440,9 @@ impl KindDriver for VmKind {
     fn note(&mut self, id: &str, note: KindMsg) {
         if let (Ok(l), Some(g)) = (note.downcast::<Learned>(), self.guests.get_mut(id)) {
             g.qmp_status = l.qmp_status;
+            if l.memory_actual.is_some() {
+                g.memory_actual = l.memory_actual;
+            }
         }
     }
 
@@ -444,7 +472,7 @@ impl KindDriver for VmKind {
             qmp_status: g.map(|g| g.qmp_status.clone()).unwrap_or_default(),
             console_path: paths.console_log().display().to_string(),
             qmp_path: paths.qmp().display().to_string(),
-            memory_actual: None,
+            memory_actual: g.and_then(|g| g.memory_actual),
         });
     }
 
@@ -577,14 +605,18 @@ impl KindDriver for VmKind {
                 start_time: st,
                 kvm,
                 qmp_status: String::new(),
+                memory_actual: None,
                 powerdown_at: None,
                 quit_at: None,
             },
         );
         let id = obj.id.clone();
         Step::later(async move {
-            let status = match qmp::Qmp::connect(&paths.qmp(), QMP_TIMEOUT).await {
-                Ok(mut q) => q.status().await.unwrap_or_else(|_| "unknown".into()),
+            let (status, actual) = match qmp::Qmp::connect(&paths.qmp(), QMP_TIMEOUT).await {
+                Ok(mut q) => (
+                    q.status().await.unwrap_or_else(|_| "unknown".into()),
+                    balloon_actual(&mut q).await,
+                ),
                 Err(e) => {
                     return Ok(Observed::Gone {
                         message: format!("qemu {pid} runs, but {e}"),
@@ -603,7 +635,7 @@ impl KindDriver for VmKind {
                     start_time: st,
                 },
                 Some(paused),
-                status,
+                (status, actual),
             ))
         })
     }
