@@ -219,6 +219,19 @@ fn vm_lifecycle_console_cpu_pause_recover_powerdown() {
         assert_eq!(s, 200, "{b}");
         assert_eq!(read_trim(&quota), want);
     }
+    // A memory limit that would leave qemu no room over the guest's RAM is refused.
+    let (s, b) = d.http(
+        "PATCH",
+        "/v1/objects/g1",
+        Some(&json!({"resources": {"memory": "150Mi"}})),
+    );
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["field"], "resources.memory", "{b}");
+    assert_eq!(
+        read_trim(&cgroup_dir(pid, "memory").join("memory.limit_in_bytes")),
+        limit.to_string()
+    );
+
     // A busy loop in the guest is throttled to what the PATCH says, in the samples.
     type_line(&g1, "while :; do :; done &");
     for cpu in [0.5, 0.2] {

@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the console may take to show `wait_for.console`.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The least room a memory limit must leave qemu over the guest's RAM.
+const MIN_ROOM: u64 = 64 << 20;
 /// Bound of each step of a QMP `stop`/`cont`, which runs on the core's loop.
 const PAUSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Re-asks a stop in progress this often.
@@ -57,6 +59,8 @@ struct Guest {
     kvm: bool,
     qmp_status: String,
     memory_actual: Option<u64>,
+    /// The most RAM the guest can have (`max_memory` or `memory`).
+    guest_ram: u64,
     /// The stop in progress: when `system_powerdown` was sent, and when `quit` was.
     powerdown_at: Option<Instant>,
     quit_at: Option<Instant>,
@@ -135,21 +139,7 @@ impl VmKind {
         }
         let kvm = qemu::pick_accel(vm.accel, self.kvm_ok)
             .map_err(|m| ApiError::invalid("vm.accel", m))?;
-        let guest = vm.max_memory.unwrap_or(vm.memory).0;
-        if let Some(m) = spec.resources.memory {
-            if m.0 < guest + (64 << 20) {
-                return Err(ApiError::invalid(
-                    "resources.memory",
-                    format!(
-                        "{} bytes would OOM-kill qemu: leave at least 64Mi over the guest's {} bytes \
-                         (unset, the agent leaves {} bytes)",
-                        m.0,
-                        guest,
-                        qemu::default_overhead(guest)
-                    ),
-                ));
-            }
-        }
+        check_room(&spec.resources, guest_ram(vm))?;
         Ok(kvm)
     }
 
@@ -253,6 +243,28 @@ impl VmKind {
                 memory_actual,
             }),
         )
+    }
+}
+
+/// The most RAM the guest can have.
+fn guest_ram(vm: &VmSpec) -> u64 {
+    vm.max_memory.unwrap_or(vm.memory).0
+}
+
+/// Refuses a memory limit that leaves qemu no room over the guest's RAM (it would be
+/// OOM-killed, nomad#27392).
+fn check_room(r: &Resources, guest: u64) -> Result<(), ApiError> {
+    match r.memory {
+        Some(m) if m.0 < guest + MIN_ROOM => Err(ApiError::invalid(
+            "resources.memory",
+            format!(
+                "{} bytes would OOM-kill qemu: leave at least 64Mi over the guest's {guest} bytes \
+                 (unset, the agent leaves {} bytes)",
+                m.0,
+                qemu::default_overhead(guest)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -404,6 +416,7 @@ impl KindDriver for VmKind {
                 kvm,
                 qmp_status: "starting".into(),
                 memory_actual: None,
+                guest_ram: Self::section(spec).map_or(0, guest_ram),
                 powerdown_at: None,
                 quit_at: None,
             },
@@ -474,6 +487,17 @@ impl KindDriver for VmKind {
             qmp_path: paths.qmp().display().to_string(),
             memory_actual: g.and_then(|g| g.memory_actual),
         });
+    }
+
+    /// A PATCH of `resources.memory` may not OOM-kill qemu either.
+    fn before_write(&self, cg: &CgroupRef, r: &Resources) -> Result<(), ApiError> {
+        let CgroupRef::Owned(id) = cg else {
+            return Ok(());
+        };
+        match self.guests.get(id) {
+            Some(g) => check_room(r, g.guest_ram),
+            None => Ok(()),
+        }
     }
 
     /// QMP `stop`/`cont` rather than the freezer: qemu keeps serving QMP and its console while
@@ -606,6 +630,7 @@ impl KindDriver for VmKind {
                 kvm,
                 qmp_status: String::new(),
                 memory_actual: None,
+                guest_ram: Self::section(&obj.spec).map_or(0, guest_ram),
                 powerdown_at: None,
                 quit_at: None,
             },
