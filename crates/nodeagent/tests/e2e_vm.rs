@@ -219,6 +219,54 @@ fn vm_lifecycle_console_cpu_pause_recover_powerdown() {
         assert_eq!(s, 200, "{b}");
         assert_eq!(read_trim(&quota), want);
     }
+    // Memory in place by the balloon: the guest sees it in /proc/meminfo.
+    let memtotal = |tag: &str| -> u64 {
+        let out = guest_run(
+            &g1,
+            "grep MemTotal /proc/meminfo",
+            tag,
+            Duration::from_secs(20),
+        );
+        let i = out.rfind("MemTotal:").unwrap_or_else(|| panic!("{out:?}"));
+        out[i + 9..]
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("{out:?}"))
+    };
+    let before = memtotal("mem1");
+    let t = Instant::now();
+    let (s, b) = d.http(
+        "PATCH",
+        "/v1/objects/g1",
+        Some(&json!({"vm": {"memory": "96Mi"}})),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["spec"]["vm"]["memory"], json!(96u64 << 20), "{b}");
+    let o = eventually(Duration::from_secs(15), "the balloon at 96Mi", || {
+        let o = get(&d, "g1");
+        (o["vm"]["memory_actual"] == json!(96u64 << 20) && o["vm"]["sync"] == "in_sync")
+            .then_some(o)
+    });
+    eprintln!(
+        "balloon 128Mi -> 96Mi, PATCH to guest-visible: {:?}",
+        t.elapsed()
+    );
+    let after = memtotal("mem2");
+    assert!(
+        before.saturating_sub(after) >= 30 * 1024,
+        "MemTotal {before} kB -> {after} kB: the guest did not give 32Mi back; {o}"
+    );
+    for (body, field) in [
+        (json!({"vm": {"memory": "256Mi"}}), "vm.memory"),
+        (json!({"vm": {"vcpus": 2}}), "vm.vcpus"),
+        (json!({"container": {"image": "x"}}), "container"),
+    ] {
+        let (s, b) = d.http("PATCH", "/v1/objects/g1", Some(&body));
+        assert_eq!(s, 400, "{body}: {b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+
     // A memory limit that would leave qemu no room over the guest's RAM is refused.
     let (s, b) = d.http(
         "PATCH",

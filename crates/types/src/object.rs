@@ -103,6 +103,11 @@ pub struct VmStatus {
     /// Guest-visible RAM in bytes, where the balloon reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_actual: Option<u64>,
+    /// Whether the guest has what the `vm` section asks (a balloon change in flight: pending).
+    #[serde(default)]
+    pub sync: SyncState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_message: Option<String>,
 }
 
 /// What the agent knows of a container it runs or adopted.
@@ -163,14 +168,68 @@ impl Object {
     }
 }
 
-/// Body of `PATCH /v1/objects/{id}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Body of `PATCH /v1/objects/{id}`: `resources`, `paused`, and changes to the kind's own
+/// section under the kind's key (`{"vm": {"memory": "96Mi"}}`). What a kind can change in
+/// place is the kind's to say ([`KindDriver::patch_section`] in the engine); the core only
+/// checks that the key is the object's kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ObjectPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// The section key and its changes, as given (the kind reads them).
+    #[serde(skip)]
+    pub section: Option<(String, serde_json::Value)>,
+}
+
+impl<'de> Deserialize<'de> for ObjectPatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ObjectPatch;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with `resources`, `paused` or the kind's section")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ObjectPatch, A::Error> {
+                let mut p = ObjectPatch::default();
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "resources" if p.resources.is_none() => p.resources = Some(m.next_value()?),
+                        "paused" if p.paused.is_none() => p.paused = Some(m.next_value()?),
+                        "resources" | "paused" => {
+                            return Err(A::Error::custom(format!("duplicate field `{k}`")))
+                        }
+                        key if crate::spec::section_kind(key).is_some() => {
+                            if p.section.is_some() {
+                                return Err(A::Error::custom(format!(
+                                    "duplicate section `{key}`: a patch changes one kind's section"
+                                )));
+                            }
+                            // A map: anything else is refused at the key's own path.
+                            let v: serde_json::Map<String, serde_json::Value> = m.next_value()?;
+                            p.section = Some((k, serde_json::Value::Object(v)));
+                        }
+                        other => {
+                            let mut known = vec!["resources", "paused"];
+                            known.extend_from_slice(crate::spec::section_keys());
+                            return Err(A::Error::custom(format!(
+                                "unknown field `{other}`, expected one of {}",
+                                known
+                                    .iter()
+                                    .map(|k| format!("`{k}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )));
+                        }
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl ObjectPatch {
@@ -181,10 +240,10 @@ impl ObjectPatch {
     }
 
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.resources.is_none() && self.paused.is_none() {
+        if self.resources.is_none() && self.paused.is_none() && self.section.is_none() {
             return Err(ApiError::invalid(
                 "resources",
-                "nothing to update: give `resources` and/or `paused`",
+                "nothing to update: give `resources`, `paused` and/or the kind's section",
             ));
         }
         if let Some(r) = &self.resources {
@@ -215,5 +274,11 @@ mod tests {
         let e = ObjectPatch::from_json(br#"{}"#).expect_err("empty");
         assert_eq!(e.field.as_deref(), Some("resources"));
         assert!(ObjectPatch::from_json(br#"{"paused":true}"#).is_ok());
+        let e = ObjectPatch::from_json(br#"{"bogus":1}"#).expect_err("unknown");
+        assert!(e.message.contains("unknown field `bogus`"), "{e:?}");
+        let p = ObjectPatch::from_json(br#"{"vm":{"memory":"96Mi"}}"#).expect("section");
+        assert_eq!(p.section.as_ref().map(|s| s.0.as_str()), Some("vm"));
+        let e = ObjectPatch::from_json(br#"{"vm":3}"#).expect_err("not an object");
+        assert_eq!(e.field.as_deref(), Some("vm"), "{e:?}");
     }
 }

@@ -337,6 +337,16 @@ impl Serialize for ObjectSpec {
     }
 }
 
+/// The kind whose section is written under `key` (`"vm"` → [`Kind::Vm`]), if any.
+pub fn section_kind(key: &str) -> Option<Kind> {
+    section_key(key)
+}
+
+/// The section keys, for messages.
+pub fn section_keys() -> &'static [&'static str] {
+    SECTION_KEYS
+}
+
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }

@@ -29,7 +29,7 @@ use nodeagent_drivers::cgroup::{CgroupManager, CgroupRef, Cgroups};
 use nodeagent_drivers::process::{self, SpawnError, SpawnSpec};
 use nodeagent_drivers::procfs::ProcFs;
 use nodeagent_types::{
-    ApiError, Kind, Memory, Object, ObjectSpec, Resources, Status, VmSpec, VmStatus,
+    ApiError, Kind, Memory, Object, ObjectSpec, Resources, Status, SyncState, VmSpec, VmStatus,
 };
 use qemu::Paths;
 use serde_json::json;
@@ -42,6 +42,10 @@ use std::time::{Duration, Instant};
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the console may take to show `wait_for.console`.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The balloon's floor.
+const MIN_BALLOON: u64 = 64 << 20;
+/// How long a sync waits for the guest to reach the balloon's target.
+const BALLOON_WAIT: Duration = Duration::from_secs(10);
 /// The least room a memory limit must leave qemu over the guest's RAM.
 const MIN_ROOM: u64 = 64 << 20;
 /// Bound of each step of a QMP `stop`/`cont`, which runs on the core's loop.
@@ -61,6 +65,12 @@ struct Guest {
     memory_actual: Option<u64>,
     /// The most RAM the guest can have (`max_memory` or `memory`).
     guest_ram: u64,
+    /// RAM at boot: the balloon's ceiling.
+    boot_ram: u64,
+    /// What the balloon was last set to (`None`: never, the guest has its boot RAM).
+    balloon_target: Option<u64>,
+    /// The target the sync in flight sends.
+    sending: Option<u64>,
     /// The stop in progress: when `system_powerdown` was sent, and when `quit` was.
     powerdown_at: Option<Instant>,
     quit_at: Option<Instant>,
@@ -387,8 +397,119 @@ impl KindDriver for VmKind {
         Kind::Vm
     }
 
+    /// `sync`: a change of `vm.memory` reaches the guest through the balloon, off the loop.
     fn caps(&self) -> Caps {
-        Caps::default()
+        Caps {
+            sync: true,
+            ..Caps::default()
+        }
+    }
+
+    /// In place: `vm.memory`, by the balloon, between 64Mi and the boot RAM. Everything else
+    /// is refused, naming the field.
+    fn patch_section(
+        &self,
+        obj: &Object,
+        changes: &serde_json::Value,
+    ) -> Result<nodeagent_types::KindSpec, ApiError> {
+        let mut vm = Self::section(&obj.spec)?.clone();
+        let Some(m) = changes.as_object() else {
+            return Err(ApiError::invalid("vm", "give the fields to change"));
+        };
+        for (k, v) in m {
+            if k != "memory" {
+                return Err(ApiError::invalid(
+                    format!("vm.{k}"),
+                    "cannot be changed in place (in place: `memory`, by the balloon)",
+                ));
+            }
+            let mem: Memory = serde_json::from_value(v.clone())
+                .map_err(|e| ApiError::invalid("vm.memory", e.to_string()))?;
+            if !vm.balloon {
+                return Err(ApiError::invalid(
+                    "vm.memory",
+                    "this vm has no balloon (create it with `balloon: true`)",
+                ));
+            }
+            let boot = self.guests.get(&obj.id).map_or(vm.memory.0, |g| g.boot_ram);
+            if mem.0 < MIN_BALLOON || mem.0 > boot {
+                return Err(ApiError::invalid(
+                    "vm.memory",
+                    format!(
+                        "the balloon gives the guest 64Mi to its boot RAM ({boot} bytes); \
+                         growing past it (virtio-mem) is not supported yet"
+                    ),
+                ));
+            }
+            vm.memory = mem;
+        }
+        Ok(vm.into())
+    }
+
+    /// Sets the balloon to `vm.memory` when it changed, and waits (up to 10 s) for the guest to
+    /// give the memory back or take it, as `query-balloon` reports.
+    fn sync(
+        &mut self,
+        id: &str,
+        obj: &Object,
+        _cg: Option<&CgroupRef>,
+    ) -> Option<super::Op<Result<(), ApiError>>> {
+        let target = Self::section(&obj.spec).ok()?.memory.0;
+        let qmp_path = self.paths(id).qmp();
+        let g = self.guests.get_mut(id)?;
+        let now = g.balloon_target.unwrap_or(g.boot_ram);
+        let live = matches!(obj.status, Status::Running | Status::Paused);
+        if target == now || !live {
+            g.sending = None;
+            return Some(Box::pin(async { Ok(()) }));
+        }
+        g.sending = Some(target);
+        Some(Box::pin(async move {
+            let mut q = qmp::Qmp::connect(&qmp_path, QMP_TIMEOUT)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            q.execute("balloon", Some(json!({ "value": target })))
+                .await
+                .map_err(|e| ApiError::invalid("vm.memory", e.to_string()))?;
+            let t0 = Instant::now();
+            loop {
+                if balloon_actual(&mut q).await == Some(target) {
+                    return Ok(());
+                }
+                if t0.elapsed() > BALLOON_WAIT {
+                    return Err(ApiError::unavailable(format!(
+                        "the guest did not reach {target} bytes within {BALLOON_WAIT:?} \
+                         (the balloon keeps trying)"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }))
+    }
+
+    fn synced(&mut self, id: &str, ok: bool) {
+        if let Some(g) = self.guests.get_mut(id) {
+            if let Some(t) = g.sending.take() {
+                // Sent either way: the guest moves toward it.
+                g.balloon_target = Some(t);
+                if ok {
+                    g.memory_actual = Some(t);
+                }
+            }
+        }
+    }
+
+    fn sync_state(&self, obj: &mut Object, state: SyncState, msg: Option<String>) {
+        if obj.vm.is_none() {
+            self.describe(obj);
+        }
+        if let Some(v) = obj.vm.as_mut() {
+            v.sync = state;
+            v.sync_message = msg;
+            if let Some(g) = self.guests.get(&obj.id) {
+                v.memory_actual = g.memory_actual;
+            }
+        }
     }
 
     /// Phase one: files, accelerator, memory room; no side effect.
@@ -417,6 +538,9 @@ impl KindDriver for VmKind {
                 qmp_status: "starting".into(),
                 memory_actual: None,
                 guest_ram: Self::section(spec).map_or(0, guest_ram),
+                boot_ram: Self::section(spec).map_or(0, |v| v.memory.0),
+                balloon_target: None,
+                sending: None,
                 powerdown_at: None,
                 quit_at: None,
             },
@@ -486,6 +610,8 @@ impl KindDriver for VmKind {
             console_path: paths.console_log().display().to_string(),
             qmp_path: paths.qmp().display().to_string(),
             memory_actual: g.and_then(|g| g.memory_actual),
+            sync: obj.vm.as_ref().map(|v| v.sync).unwrap_or_default(),
+            sync_message: obj.vm.as_ref().and_then(|v| v.sync_message.clone()),
         });
     }
 
@@ -631,6 +757,14 @@ impl KindDriver for VmKind {
                 qmp_status: String::new(),
                 memory_actual: None,
                 guest_ram: Self::section(&obj.spec).map_or(0, guest_ram),
+                boot_ram: handle
+                    .and_then(|h| h.get("boot_ram"))
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or_else(|| Self::section(&obj.spec).map_or(0, |v| v.memory.0)),
+                balloon_target: handle
+                    .and_then(|h| h.get("balloon_target"))
+                    .and_then(|v| v.as_u64()),
+                sending: None,
                 powerdown_at: None,
                 quit_at: None,
             },
@@ -667,7 +801,13 @@ impl KindDriver for VmKind {
 
     fn handle(&mut self, obj: &Object) -> Option<serde_json::Value> {
         let g = self.guests.get(&obj.id)?;
-        Some(json!({"pid": g.pid, "pid_start": g.start_time, "kvm": g.kvm}))
+        Some(json!({
+            "pid": g.pid,
+            "pid_start": g.start_time,
+            "kvm": g.kvm,
+            "boot_ram": g.boot_ram,
+            "balloon_target": g.balloon_target,
+        }))
     }
 
     fn stops_at_shutdown(&self) -> bool {
