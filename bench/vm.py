@@ -10,6 +10,8 @@ deletes what it made. Python 3 standard library only. Prints a Markdown table.
 
 - boot: POST ?wait=true until the object is `running`, (a) when QMP says running, (b) with
   `wait_for.console` = the guest's shell prompt marker.
+- memory: PATCH vm.memory (balloon, 96Mi <-> 128Mi) until the object shows the size
+  `query-balloon` reports, with its sync in_sync.
 - cpu update: PATCH resources.cpu (alternating 0.5 / 0.2), the HTTP round trip; the quota is read
   back from cpu.cfs_quota_us after each one (it must be there when the PATCH answers).
 """
@@ -65,6 +67,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "nodeagent"))
     ap.add_argument("--boots", type=int, default=3)
     ap.add_argument("--updates", type=int, default=200)
+    ap.add_argument("--balloons", type=int, default=10)
     a = ap.parse_args()
     kernel, initrd = guest()
     tmp = tempfile.mkdtemp(prefix="nodeagent-bench-vm-")
@@ -115,6 +118,27 @@ def main():
             with open(quota) as f:
                 assert int(f.read()) == int(cpu * 100000)
         call(sock, "DELETE", "/v1/objects/cpu?wait=true")
+        # Balloon: PATCH vm.memory until the object shows the guest-visible size (the agent's
+        # sync waits for QMP query-balloon to report it), alternating 96Mi / 128Mi.
+        s, b = call(sock, "POST", "/v1/objects?wait=true",
+                    {"name": "mem", "kind": "vm",
+                     "vm": dict(base, balloon=True, wait_for={"console": READY})})
+        assert s in (200, 201), (s, b)
+        bal = []
+        for i in range(a.balloons):
+            want = (96 << 20) if i % 2 == 0 else (128 << 20)
+            t = time.perf_counter()
+            s, b = call(sock, "PATCH", "/v1/objects/mem", {"vm": {"memory": want}})
+            assert s == 200, (s, b)
+            while True:
+                s, o = call(sock, "GET", "/v1/objects/mem")
+                if o["vm"].get("memory_actual") == want and o["vm"].get("sync") == "in_sync":
+                    break
+                if time.perf_counter() - t > 20:
+                    sys.exit(f"balloon: not at {want} after 20 s: {o['vm']}")
+                time.sleep(0.002)
+            bal.append(time.perf_counter() - t)
+        call(sock, "DELETE", "/v1/objects/mem?wait=true")
         ms = lambda v: f"{statistics.median(v) * 1000:.0f} ms (min {min(v) * 1000:.0f}, max {max(v) * 1000:.0f})"
         print(f"accel: {accel}; binary: {a.bin}; {a.boots} boots each; {a.updates} cpu updates")
         print("| figure | nodeagent vm kind |")
@@ -122,6 +146,7 @@ def main():
         print(f"| boot to `running` (QMP running) | {ms(boots['qmp'])} |")
         print(f"| boot to `running` (console shows the shell) | {ms(boots['console'])} |")
         print(f"| cpu update, PATCH round trip p50 / p99 | {pct(lat, 50):.0f} / {pct(lat, 99):.0f} µs |")
+        print(f"| memory by balloon (96Mi <-> 128Mi), PATCH to guest-visible | {ms(bal)} |")
     finally:
         agent.terminate()
         try:
