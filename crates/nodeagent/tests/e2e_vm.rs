@@ -172,7 +172,16 @@ fn vm_lifecycle_console_cpu_pause_recover_powerdown() {
     g1spec["collect"] = json!({"interval": "100ms"});
     let (s, b) = d.http("POST", "/v1/objects", Some(&g1spec));
     assert_eq!(s, 202, "{b}");
-    let (s, b) = d.http("POST", "/v1/objects", Some(&vm_spec("g2", json!({}))));
+    // g2 has a user-mode network with a host forward on loopback.
+    let fwd = common::free_port();
+    let (s, b) = d.http(
+        "POST",
+        "/v1/objects",
+        Some(&vm_spec(
+            "g2",
+            json!({"network": {"mode": "user", "forwards": [{"host_port": fwd, "guest_port": 8080}]}}),
+        )),
+    );
     assert_eq!(s, 202, "{b}");
     let g1 = eventually(Duration::from_secs(60), "g1 running", || {
         let o = get(&d, "g1");
@@ -332,6 +341,16 @@ fn vm_lifecycle_console_cpu_pause_recover_powerdown() {
         (o["status"] == "running").then_some(o)
     });
     let g2pid = g2["pid"].as_u64().unwrap() as u32;
+    // qemu listens on the forward's host port, on 127.0.0.1 only.
+    std::net::TcpStream::connect(("127.0.0.1", fwd))
+        .unwrap_or_else(|e| panic!("the forward 127.0.0.1:{fwd}: {e}"));
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let want = format!("0100007F:{fwd:04X}");
+    assert!(
+        tcp.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(want.as_str())),
+        "no listener on 127.0.0.1:{fwd} in /proc/net/tcp"
+    );
     type_line(&g2, "poweroff -f");
     let o = eventually(Duration::from_secs(20), "g2 exited", || {
         let o = get(&d, "g2");
