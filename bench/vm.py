@@ -153,7 +153,15 @@ def main():
             agent.wait(20)
         except subprocess.TimeoutExpired:
             agent.kill()
-        for d in sorted(glob.glob(f"/sys/fs/cgroup/*{parent}*") + glob.glob(f"/sys/fs/cgroup/*/{parent.lstrip('/')}"), reverse=True):
+        # The agent's shutdown leaves VMs running (by design): kill what is left of ours.
+        for f in glob.glob(f"/sys/fs/cgroup/memory/{parent.lstrip('/')}/*/cgroup.procs"):
+            for pid in open(f).read().split():
+                try:
+                    os.kill(int(pid), 9)
+                except OSError:
+                    pass
+        time.sleep(0.5)
+        for d in sorted(glob.glob(f"/sys/fs/cgroup/*/{parent.lstrip('/')}"), reverse=True):
             for root, dirs, _ in os.walk(d, topdown=False):
                 for x in dirs:
                     try:

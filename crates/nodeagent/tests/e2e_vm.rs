@@ -416,6 +416,20 @@ fn vm_lifecycle_console_cpu_pause_recover_powerdown() {
     if !log.is_empty() {
         assert!(log.contains("NODEAGENT-GUEST-POWERDOWN"), "{log}");
     }
+
+    // A delete while the guest still boots (no ACPI handler yet): the power button is pressed
+    // again until the guest acts on it, well within the grace.
+    let mut g3 = vm_spec("g3", json!({}));
+    g3["vm"].as_object_mut().unwrap().remove("wait_for");
+    let (s, b) = d2.http("POST", "/v1/objects?wait=true", Some(&g3));
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let pid3 = b["pid"].as_u64().unwrap() as u32;
+    let t = Instant::now();
+    let (s, b) = d2.http("DELETE", "/v1/objects/g3?wait=true", None);
+    assert!(s == 200 || s == 204, "{s} {b}");
+    eprintln!("delete while booting: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(12), "{:?}", t.elapsed());
+    assert!(common::process_gone(pid3));
     drop(d2);
 }
 

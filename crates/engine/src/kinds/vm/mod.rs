@@ -52,6 +52,8 @@ const MIN_ROOM: u64 = 64 << 20;
 const PAUSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Re-asks a stop in progress this often.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// A `system_powerdown` the guest has not acted on is sent again this often.
+const POWERDOWN_REPEAT: Duration = Duration::from_secs(1);
 /// After `quit`, qemu gets this long before SIGKILL.
 const QUIT_GRACE: Duration = Duration::from_secs(3);
 
@@ -74,6 +76,8 @@ struct Guest {
     /// The stop in progress: when `system_powerdown` was sent, and when `quit` was.
     powerdown_at: Option<Instant>,
     quit_at: Option<Instant>,
+    /// When the power button was last pressed.
+    last_press: Option<Instant>,
 }
 
 /// What an operation learnt, noted on its observation.
@@ -543,6 +547,7 @@ impl KindDriver for VmKind {
                 sending: None,
                 powerdown_at: None,
                 quit_at: None,
+                last_press: None,
             },
         );
         let wait_text = Self::section(spec)
@@ -669,6 +674,7 @@ impl KindDriver for VmKind {
         match (g.powerdown_at, g.quit_at) {
             (None, _) => {
                 g.powerdown_at = Some(now);
+                g.last_press = Some(now);
                 if let Some(cg) = cg.filter(|_| ctx.paused) {
                     // Paused by QMP, not frozen; a freezer set by hand would block the stop.
                     let _ = self.cgroups.freeze(cg, false);
@@ -691,6 +697,18 @@ impl KindDriver for VmKind {
                         tracing::warn!(error = %e, "quit; qemu gets SIGKILL");
                         let _ = process::signal(pid, libc::SIGKILL);
                     }
+                    Ok(Progress::Requeue(STOP_POLL))
+                })
+            }
+            // A guest still booting has no ACPI handler yet and drops the power button:
+            // press it again every second of the grace.
+            (Some(_), None)
+                if g.last_press
+                    .is_none_or(|p| now.duration_since(p) >= POWERDOWN_REPEAT) =>
+            {
+                g.last_press = Some(now);
+                Step::later(async move {
+                    let _ = qmp_once(qmp_path, "system_powerdown").await;
                     Ok(Progress::Requeue(STOP_POLL))
                 })
             }
@@ -767,6 +785,7 @@ impl KindDriver for VmKind {
                 sending: None,
                 powerdown_at: None,
                 quit_at: None,
+                last_press: None,
             },
         );
         let id = obj.id.clone();
