@@ -516,6 +516,14 @@ impl KindDriver for VmKind {
         }
     }
 
+    /// `policy.vm_paths`: the files a guest may boot and attach (403 naming the field).
+    fn admit(&self, spec: &ObjectSpec, policy: &crate::policy::Policy) -> Result<(), ApiError> {
+        match spec.section::<VmSpec>() {
+            Some(v) => policy.check_vm(v),
+            None => Ok(()),
+        }
+    }
+
     /// Phase one: files, accelerator, memory room; no side effect.
     fn prepare(&mut self, _id: &str, spec: &ObjectSpec) -> Step<Result<Prepared, ApiError>> {
         Step::Now(self.check(spec).map(|kvm| Box::new(kvm) as Prepared))
