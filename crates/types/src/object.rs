@@ -93,7 +93,7 @@ pub struct Object {
 pub struct VmStatus {
     /// The accelerator qemu runs with (`kvm` or `tcg`): what `accel: auto` picked.
     pub accel_used: String,
-    /// QMP's view of the guest (`running`, `paused`, `shutdown`, ...).
+    /// QMP's `query-status` at the last look (start, re-attachment): `running`, `paused`, ...
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub qmp_status: String,
     /// The serial console's capture.

@@ -469,15 +469,21 @@ impl KindDriver for VmKind {
         }
         g.sending = Some(target);
         Some(Box::pin(async move {
-            let mut q = qmp::Qmp::connect(&qmp_path, QMP_TIMEOUT)
-                .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            q.execute("balloon", Some(json!({ "value": target })))
+            let connect = || async {
+                qmp::Qmp::connect(&qmp_path, QMP_TIMEOUT)
+                    .await
+                    .map_err(|e| ApiError::unavailable(e.to_string()))
+            };
+            connect()
+                .await?
+                .execute("balloon", Some(json!({ "value": target })))
                 .await
                 .map_err(|e| ApiError::invalid("vm.memory", e.to_string()))?;
+            // A fresh connection per look: qemu serves one QMP client at a time, and a pause
+            // (QMP `stop` from the loop) must not wait behind this one.
             let t0 = Instant::now();
             loop {
-                if balloon_actual(&mut q).await == Some(target) {
+                if balloon_actual(&mut connect().await?).await == Some(target) {
                     return Ok(());
                 }
                 if t0.elapsed() > BALLOON_WAIT {
@@ -486,7 +492,7 @@ impl KindDriver for VmKind {
                          (the balloon keeps trying)"
                     )));
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }))
     }
@@ -661,7 +667,18 @@ impl KindDriver for VmKind {
         ctx: StopCtx,
     ) -> Step<Result<Progress, ApiError>> {
         if !ctx.main_alive {
-            return Step::Now(Ok(Progress::Done));
+            // Anything left in the object's own cgroup is ours (a qemu started before a restart
+            // whose handle was never stored): it goes too.
+            let left = cg
+                .and_then(|c| self.cgroups.procs(c).ok())
+                .unwrap_or_default();
+            if left.is_empty() || ctx.mode == StopMode::Release {
+                return Step::Now(Ok(Progress::Done));
+            }
+            for p in left {
+                let _ = process::signal(p, libc::SIGKILL);
+            }
+            return Step::Now(Ok(Progress::Requeue(STOP_POLL)));
         }
         let Some(pid) = obj.pid else {
             return Step::Now(Ok(Progress::Done));
@@ -754,8 +771,14 @@ impl KindDriver for VmKind {
             .and_then(|s| s.trim().parse::<u32>().ok());
         let pid = obj.pid.or(pidfile);
         let (Some(pid), Some(st)) = (pid, get("pid_start")) else {
+            // The agent died between spawning qemu and storing its handle: a qemu in the
+            // object's own cgroup is ours and half-started; it goes.
+            let cg = CgroupRef::Owned(obj.id.clone());
+            for p in self.cgroups.procs(&cg).unwrap_or_default() {
+                let _ = process::signal(p, libc::SIGKILL);
+            }
             return Step::Now(Ok(Observed::Failed {
-                message: "the agent restarted before qemu was started".into(),
+                message: "the agent restarted while qemu was starting".into(),
             }));
         };
         let kvm = handle
