@@ -183,9 +183,61 @@ pub struct ObjectPatch {
     pub section: Option<(String, serde_json::Value)>,
 }
 
+/// A key of a PATCH body: an unknown one is refused as serde's own unknown field is, while the
+/// key is read (so the error names it).
+enum PatchKey {
+    Resources,
+    Paused,
+    Section(String),
+}
+
+impl<'de> Deserialize<'de> for PatchKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PatchKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PatchKey, E> {
+                match v {
+                    "resources" => Ok(PatchKey::Resources),
+                    "paused" => Ok(PatchKey::Paused),
+                    k if crate::spec::section_kind(k).is_some() => {
+                        Ok(PatchKey::Section(k.to_string()))
+                    }
+                    other => {
+                        const FIELDS: &[&str] = &["resources", "paused", "<the kind's section>"];
+                        Err(E::unknown_field(other, FIELDS))
+                    }
+                }
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// Refuses a value with a message, from inside it (so a path-tracking reader names its key).
+struct Reject(String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Reject {
+    type Value = ObjectPatch;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ObjectPatch, D::Error> {
+        // Every value is refused by the visitor, through the reader (which then names the key).
+        d.deserialize_any(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Reject {
+    type Value = ObjectPatch;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for ObjectPatch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, MapAccess, Visitor};
+        use serde::de::{MapAccess, Visitor};
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = ObjectPatch;
@@ -194,34 +246,28 @@ impl<'de> Deserialize<'de> for ObjectPatch {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ObjectPatch, A::Error> {
                 let mut p = ObjectPatch::default();
-                while let Some(k) = m.next_key::<String>()? {
-                    match k.as_str() {
-                        "resources" if p.resources.is_none() => p.resources = Some(m.next_value()?),
-                        "paused" if p.paused.is_none() => p.paused = Some(m.next_value()?),
-                        "resources" | "paused" => {
-                            return Err(A::Error::custom(format!("duplicate field `{k}`")))
+                while let Some(k) = m.next_key::<PatchKey>()? {
+                    match k {
+                        PatchKey::Resources if p.resources.is_none() => {
+                            p.resources = Some(m.next_value()?)
                         }
-                        key if crate::spec::section_kind(key).is_some() => {
+                        PatchKey::Paused if p.paused.is_none() => p.paused = Some(m.next_value()?),
+                        PatchKey::Resources => {
+                            return m.next_value_seed(Reject("no second `resources`".into()))
+                        }
+                        PatchKey::Paused => {
+                            return m.next_value_seed(Reject("no second `paused`".into()))
+                        }
+                        PatchKey::Section(key) => {
                             if p.section.is_some() {
-                                return Err(A::Error::custom(format!(
-                                    "duplicate section `{key}`: a patch changes one kind's section"
+                                // Refused inside the value, so the error names the key.
+                                return m.next_value_seed(Reject(format!(
+                                    "no `{key}` beside another section (a patch changes one kind's section)"
                                 )));
                             }
                             // A map: anything else is refused at the key's own path.
                             let v: serde_json::Map<String, serde_json::Value> = m.next_value()?;
-                            p.section = Some((k, serde_json::Value::Object(v)));
-                        }
-                        other => {
-                            let mut known = vec!["resources", "paused"];
-                            known.extend_from_slice(crate::spec::section_keys());
-                            return Err(A::Error::custom(format!(
-                                "unknown field `{other}`, expected one of {}",
-                                known
-                                    .iter()
-                                    .map(|k| format!("`{k}`"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )));
+                            p.section = Some((key, serde_json::Value::Object(v)));
                         }
                     }
                 }
