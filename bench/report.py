@@ -369,6 +369,9 @@ LIMIT_REPORT = ("the receiver (JSON line per record, on the same 2 cores) and th
                 "share two cores; see `cargo bench --bench upstream` for the in-process figure")
 
 
+APPENDED = "<!-- sections below are written by other harnesses; report.py keeps them -->"
+
+
 def fmt_load(x):
     if not x:
         return "?"
@@ -383,4 +386,12 @@ if __name__ == "__main__":
     import chart
     if "control" in R:
         chart.write(os.path.join(here, "control-latency.svg"), R["control"])
-    open(os.path.join(here, "RESULTS.md"), "w").write(render(R))
+    # The sections other harnesses wrote (console_cost.py, ab.py, fleet.py) follow this
+    # marker; a re-render keeps them.
+    out = os.path.join(here, "RESULTS.md")
+    kept = ""
+    if os.path.exists(out):
+        old = open(out).read()
+        if APPENDED in old:
+            kept = old[old.index(APPENDED):]
+    open(out, "w").write(render(R).rstrip("\n") + "\n\n" + (kept or APPENDED + "\n"))

@@ -183,6 +183,14 @@ ensure_test_image() {
 
 # Containers left by an earlier run that was killed half-way (each test removes its own on
 # every normal exit, even a failing one). Only the tests' own label and name prefix are touched.
+# Network namespaces of the bridging test (crates/nodeagent/tests/e2e_bus.rs) left by a run that
+# was killed: only our own prefixes.
+sweep_test_netns() {
+    local n
+    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^na-(hub|edge)-' || true); do
+        ip netns del "$n" 2>/dev/null || true
+    done
+}
 sweep_test_containers() {
     docker version >/dev/null 2>&1 || return 0
     local ids
@@ -196,6 +204,7 @@ cleanup() {
     local rc=$?
     sweep_test_cgroups
     sweep_test_containers
+    sweep_test_netns
     report_phases || true
     return $rc
 }
@@ -222,6 +231,8 @@ ensure_pkg prometheus
 # The nats sink publishes to JetStream; its tests start and stop their own `nats-server -js` on
 # a free port (crates/engine/tests/upstream_nats.rs, crates/nodeagent/tests/e2e_upstream.rs).
 ensure_pkg nats-server
+# Bus In's bridging test puts a leaf node and an agent in network namespaces of its own (ip).
+ensure_pkg iproute2
 # The container kind runs containers through the real Docker Engine, with a local test image.
 ensure_pkg docker.io busybox-static
 # `nodeagent top` is tested in a real terminal: tmux runs it, send-keys types, capture-pane reads
@@ -253,6 +264,7 @@ echo "vm guest: $NODEAGENT_TEST_VM_GUEST"
 
 sweep_test_cgroups
 sweep_test_containers
+sweep_test_netns
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

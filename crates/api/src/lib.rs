@@ -7,6 +7,7 @@
 //! ([`request`]), so a bad spec gets the same message and field name either way.
 
 pub mod auth;
+pub mod bus;
 pub mod core;
 mod error;
 mod events;
@@ -137,6 +138,12 @@ pub fn router_for(core: Arc<dyn Core>) -> axum::Router {
 /// socket. The caller's [`Peer`] is read from a `ConnectInfo<Peer>` request extension.
 pub fn tcp_router_for(core: Arc<dyn Core>, opts: &TcpOptions) -> axum::Router {
     build(core, None, Stop::never(), opts.access(), opts.max_body)
+}
+
+/// The router bus requests run through ([`bus::Dispatcher`]): the whole API, with the caller
+/// named by the `ConnectInfo<Peer::Bus>` each request carries.
+pub(crate) fn bus_router(core: Arc<dyn Core>, max_body: usize) -> axum::Router {
+    build(core, None, Stop::never(), Access::Local, max_body)
 }
 
 fn build(

@@ -121,13 +121,16 @@ async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Opt
 }
 
 /// Everything the sink numbered, 1..=last, is at the receiver.
-async fn wait_all_delivered(up: &Upstream, sink: &SinkHandle) -> u64 {
+/// Waits until the receiver has every record up to the sink's last seq, which must be at least
+/// `at_least`: records just handed to `try_send` get their seqs on the sink's task, and until
+/// then the status would say that everything (before them) is delivered.
+async fn wait_all_delivered(up: &Upstream, sink: &SinkHandle, at_least: u64) -> u64 {
     eventually(
         "every record at the receiver",
         Duration::from_secs(30),
         || {
             let st = sink.status();
-            let last = st.last_seq?;
+            let last = st.last_seq.filter(|l| *l >= at_least)?;
             (st.acked_seq == Some(last) && st.queue_depth == 0 && up.seqs() == vec![(1, last)])
                 .then_some(last)
         },
@@ -147,7 +150,7 @@ async fn delivers_everything_across_an_outage_and_a_sink_restart() {
     for i in 0..20 {
         sink.try_send(records(i * 10, 10), None);
     }
-    let last = wait_all_delivered(&up, &sink).await;
+    let last = wait_all_delivered(&up, &sink, 200).await;
     assert!(last >= 200, "{last}");
     assert_eq!(
         up.receiver
@@ -183,7 +186,7 @@ async fn delivers_everything_across_an_outage_and_a_sink_restart() {
     }
     // The upstream comes back on the same address, with the same output file.
     let (up, _) = Upstream::start(addr, &out).await;
-    let last2 = wait_all_delivered(&up, &sink).await;
+    let last2 = wait_all_delivered(&up, &sink, last + 350).await;
     assert!(last2 >= last + 350, "{last} {last2}");
     let st = sink.status();
     assert_eq!(st.dropped, 0);
@@ -214,7 +217,7 @@ async fn delivers_everything_across_an_outage_and_a_sink_restart() {
         (sink.status().last_seq == Some(last2 + 1)).then_some(())
     })
     .await;
-    let last3 = wait_all_delivered(&up, &sink).await;
+    let last3 = wait_all_delivered(&up, &sink, last2 + 1).await;
     assert_eq!(last3, last2 + 1);
     let text = std::fs::read_to_string(&out).expect("out");
     let ev: serde_json::Value =
@@ -257,7 +260,7 @@ async fn starts_with_the_upstream_down_and_registers_later() {
     )
     .await;
     let (up, _) = Upstream::start(addr, &out).await;
-    wait_all_delivered(&up, &sink).await;
+    wait_all_delivered(&up, &sink, 50).await;
     assert_eq!(
         up.receiver
             .stats()
@@ -327,7 +330,7 @@ async fn heartbeats_and_registers_again_when_the_upstream_forgets_the_node() {
     };
     let sink = sinks::start(&cfg, &ctx(&dir.path().join("state"), &events)).expect("sink");
     sink.try_send(records(0, 10), None);
-    wait_all_delivered(&up, &sink).await;
+    wait_all_delivered(&up, &sink, 10).await;
     eventually("heartbeats", Duration::from_secs(10), || {
         (up.receiver.stats().heartbeats.load(Relaxed) >= 3).then_some(())
     })
@@ -338,7 +341,7 @@ async fn heartbeats_and_registers_again_when_the_upstream_forgets_the_node() {
     up.stop().await;
     let (up, _) = Upstream::start(addr, &out).await;
     sink.try_send(records(100, 10), None);
-    let last = wait_all_delivered(&up, &sink).await;
+    let last = wait_all_delivered(&up, &sink, 20).await;
     assert_eq!(last, 20);
     assert_eq!(up.receiver.stats().registrations.load(Relaxed), 1);
     assert_eq!(sink.status().node_id, Some(id), "the node id is stable");

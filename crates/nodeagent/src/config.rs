@@ -346,6 +346,8 @@ struct FileConfig {
     otlp_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     otlp_service_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bus: Option<nodeagent_api::bus::BusConfig>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -389,6 +391,8 @@ pub struct Config {
     /// Where traces go (OTLP/gRPC); `None`: tracing off.
     pub otlp_endpoint: Option<String>,
     pub otlp_service_name: String,
+    /// Bus In: the API over NATS (`[bus]`); `None`: off.
+    pub bus: Option<nodeagent_api::bus::BusConfig>,
 }
 
 /// The options shared with the client commands, which find the daemon with them.
@@ -532,6 +536,7 @@ impl Config {
                 .clone()
                 .or(file.otlp_service_name)
                 .unwrap_or_else(|| DEFAULT_OTLP_SERVICE_NAME.to_string()),
+            bus: file.bus,
             state_dir,
         };
         cfg.check()?;
@@ -540,6 +545,9 @@ impl Config {
 
     /// Rejects values that would only fail later, deep in start-up, with a worse message.
     fn check(&self) -> anyhow::Result<()> {
+        if let Some(b) = &self.bus {
+            b.settings(&self.node_name, vec![], "")?;
+        }
         if let Some(e) = &self.otlp_endpoint {
             if !e.starts_with("http://") {
                 bail!("otlp_endpoint {e:?}: give the collector's OTLP/gRPC URL, e.g. http://127.0.0.1:4317 (plain http://; TLS to the collector is not supported)");
@@ -675,6 +683,7 @@ impl Config {
             policy: Some(self.policy.clone()),
             otlp_endpoint: self.otlp_endpoint.clone(),
             otlp_service_name: Some(self.otlp_service_name.clone()),
+            bus: self.bus.clone(),
         };
         toml::to_string(&file).context("printing the configuration")
     }

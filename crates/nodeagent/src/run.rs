@@ -150,6 +150,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let unix_opts = nodeagent_api::UnixOptions {
         max_body: tcp_opts.max_body,
     };
+    let tcp_opts_max_body = tcp_opts.max_body;
     let access = access_summary(&cfg);
 
     // The kinds this agent runs: adding a kind adds its line here.
@@ -204,7 +205,33 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         tx.send_replace(true);
         r.with_context(|| format!("server on unix socket {}", cfg.socket.display()))
     };
-    let work = async { tokio::join!(agent_fut, tcp_fut, unix_fut) };
+    // Bus In: the same API over NATS, when `[bus]` is configured. It never stops the agent: a
+    // server that is away is retried for as long as the agent runs.
+    let bus = match &cfg.bus {
+        Some(b) => Some(
+            b.settings(
+                &cfg.node_name,
+                vec![format!("http://{http_addr}")],
+                env!("CARGO_PKG_VERSION"),
+            )
+            .context("[bus]")?,
+        ),
+        None => None,
+    };
+    let bus_fut = async {
+        let Some(settings) = bus else { return Ok(()) };
+        info!(node = %settings.node, urls = %settings.urls.join(","), "bus: connecting");
+        let core: std::sync::Arc<dyn nodeagent_api::Core> = std::sync::Arc::new(handle.clone());
+        nodeagent_api::bus::serve(
+            settings,
+            core,
+            tcp_opts_max_body,
+            shutdown_signal(rx.clone()),
+        )
+        .await
+        .context("[bus]")
+    };
+    let work = async { tokio::join!(agent_fut, tcp_fut, unix_fut, bus_fut) };
     tokio::pin!(work);
 
     info!(
@@ -213,7 +240,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.state_dir.display()
     );
 
-    let ((), tcp_res, unix_res) = tokio::select! {
+    let ((), tcp_res, unix_res, bus_res) = tokio::select! {
         done = &mut work => done,
         sig = signals.next() => {
             info!(signal = sig, "shutting down");
@@ -232,6 +259,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     tcp_res?;
     unix_res?;
+    bus_res?;
     info!("stopped");
     Ok(())
 }

@@ -15,6 +15,7 @@
 
 mod common;
 
+use common::nats::NatsServer;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -115,87 +116,6 @@ fn receiver_seqs(out: &Path, node: &str) -> Vec<u64> {
         .filter(|v| v["node"] == node)
         .filter_map(|v| v["seq"].as_u64())
         .collect()
-}
-
-// ---- nats-server ---------------------------------------------------------------------------
-
-fn nats_server_bin() -> PathBuf {
-    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("nats-server is not installed: install Debian's `nats-server` package (scripts/test.sh does)");
-}
-
-struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-    store: PathBuf,
-}
-
-impl NatsServer {
-    fn start(port: u16, store: &Path) -> NatsServer {
-        let mut s = NatsServer {
-            child: None,
-            port,
-            store: store.to_path_buf(),
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.store.with_extension("log"))
-            .unwrap();
-        let child = std::process::Command::new(nats_server_bin())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        eventually(Duration::from_secs(20), "nats-server listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port))
-                .ok()
-                .map(|_| ())
-        });
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Every seq stored in the JetStream stream for `node`, read back with a NATS client.

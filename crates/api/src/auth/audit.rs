@@ -199,6 +199,11 @@ impl Pending {
                 };
                 (who.to_string(), "tcp")
             }
+            (Some(Peer::Bus { identity, subject }), _) => {
+                data.insert("subject".into(), json!(subject));
+                let who = format!("bus:{}", identity.as_deref().unwrap_or("unnamed"));
+                (who, "bus")
+            }
             (None, _) => ("local".to_string(), "local"),
         };
         data.insert("who".into(), json!(who));

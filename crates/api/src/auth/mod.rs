@@ -82,26 +82,7 @@ impl Token {
     /// A fresh token: 32 bytes from the kernel's random source (`getrandom(2)`), as 64 hex
     /// digits.
     pub fn generate() -> std::io::Result<Token> {
-        let mut b = [0u8; 32];
-        let mut filled = 0;
-        while filled < b.len() {
-            let rest = &mut b[filled..];
-            // SAFETY: the pointer and length describe `rest`, which is valid for writes.
-            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            filled += n as usize;
-        }
-        let mut s = String::with_capacity(64);
-        for x in b {
-            s.push_str(&format!("{x:02x}"));
-        }
-        Ok(Token(s.into()))
+        Ok(Token(random_hex::<32>()?.into()))
     }
 
     /// The token's text, for writing the token file. Nothing else should need it.
@@ -115,6 +96,31 @@ impl Token {
     pub fn verify(&self, presented: &[u8]) -> bool {
         bool::from(self.0.as_bytes().ct_eq(presented))
     }
+}
+
+/// `N` bytes from the kernel's random source (`getrandom(2)`), as `2N` hex digits: tokens, and
+/// the bus's command ids.
+pub fn random_hex<const N: usize>() -> std::io::Result<String> {
+    let mut b = [0u8; N];
+    let mut filled = 0;
+    while filled < b.len() {
+        let rest = &mut b[filled..];
+        // SAFETY: the pointer and length describe `rest`, which is valid for writes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    let mut s = String::with_capacity(2 * N);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    Ok(s)
 }
 
 /// The token of an `Authorization: Bearer <token>` header. `None` for no header, several
@@ -150,6 +156,12 @@ pub enum Peer {
         addr: SocketAddr,
         subject: Option<String>,
     },
+    /// A bus request (`crate::bus`): who the sender says it is, and the subject it came on.
+    /// The NATS server's authorization decides who may publish there.
+    Bus {
+        identity: Option<String>,
+        subject: String,
+    },
 }
 
 /// How requests on one router are let in.
@@ -177,6 +189,8 @@ pub(crate) enum Method {
     TokenAndCert,
     /// A web console session cookie (see [`session`]).
     Session,
+    /// The bus: authorized by the NATS server's permissions.
+    Bus,
     /// TCP without a token or client certificate (loopback only; see [`check_exposure`]).
     None,
 }
@@ -190,6 +204,7 @@ impl Method {
             Method::Cert => "cert",
             Method::TokenAndCert => "token+cert",
             Method::Session => "session",
+            Method::Bus => "bus",
             Method::None => "none",
         }
     }
@@ -228,6 +243,7 @@ fn open_path(path: &str, metrics_public: bool) -> bool {
 /// Authenticates one request. `Err(())` is a 401.
 fn authenticate(access: &Access, peer: Option<&Peer>, req: &Request) -> Result<Method, ()> {
     let (token, metrics_public) = match access {
+        Access::Local if matches!(peer, Some(Peer::Bus { .. })) => return Ok(Method::Bus),
         Access::Local => return Ok(Method::Socket),
         Access::Tcp {
             token,

@@ -156,6 +156,10 @@ pub struct SinkConfig {
     /// `<prefix>.<node>.metrics` and `<prefix>.<node>.events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_prefix: Option<String>,
+    /// `nats`: the JetStream domain of the stream, for an agent behind a leaf node (its
+    /// JetStream requests then go to `$JS.<domain>.API`, which the leaf forwards to the hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream_domain: Option<String>,
     /// Network sinks: the spool's cap; past it the oldest records are dropped (default 1Gi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool_max_bytes: Option<Memory>,
@@ -203,6 +207,7 @@ impl SinkConfig {
             labels: BTreeMap::new(),
             stream: None,
             subject_prefix: None,
+            jetstream_domain: None,
             spool_max_bytes: None,
             spool_segment_bytes: None,
             spool_fsync: None,

@@ -4,6 +4,7 @@
 //! mode 0600, so only its owner can drive the agent), or over TCP with `--addr`.
 
 pub mod client;
+mod fleet;
 mod follow;
 mod monitor;
 mod objects;
@@ -166,6 +167,10 @@ pub enum Command {
     Top(top::TopArgs),
     /// Print a URL that logs a browser in to the web console (/ui/) once, within 60 s
     Ui(ui::UiArgs),
+    /// Drive a fleet over NATS: list the nodes on the bus, and get, create, update, delete or
+    /// push on every node that matches --selector/--nodes, one row per node (agents need
+    /// `[bus]` in their config)
+    Fleet(Box<fleet::FleetArgs>),
     /// Run the reference upstream receiver: accepts registrations, heartbeats and reports over
     /// gRPC and writes the records to a JSON-lines file, without duplicates
     Sink(Box<crate::receiver::SinkArgs>),
@@ -197,8 +202,11 @@ pub fn command() -> clap::Command {
     let all: Vec<&str> = DAEMON.iter().chain(CLIENT.iter()).copied().collect();
     let for_sink = hidden(&all);
     let for_run = hidden(&CLIENT);
+    // `fleet` talks to NATS, not to a local daemon: only `-o` applies.
+    let for_fleet = hidden(&all[..all.len() - 1]);
     cmd.mut_subcommand("sink", |s| s.args(for_sink))
         .mut_subcommand("run", |s| s.args(for_run))
+        .mut_subcommand("fleet", |s| s.args(for_fleet))
 }
 
 /// Runs one client command on a small single-threaded runtime: the client makes a handful of
@@ -223,6 +231,7 @@ pub fn main(global: &GlobalOpts, command: Command) -> anyhow::Result<()> {
             Command::Sinks => monitor::sinks(&client, out).await,
             Command::Top(a) => top::run(global, a).await,
             Command::Ui(a) => ui::run(&client, global, a).await,
+            Command::Fleet(a) => fleet::run(out, *a).await,
             Command::Sink(_) => anyhow::bail!("`sink` is not a client command"),
         }
     })

@@ -79,6 +79,19 @@ pub struct EventsArgs {
 }
 
 pub async fn push(client: &Client, out: OutputFormat, args: PushArgs) -> anyhow::Result<()> {
+    let (route, body) = push_body(&args)?;
+    let path = format!("/v1/objects/{}/{route}", segment(&args.id));
+    let ack = client.post(&path, &body).await?;
+    match out {
+        OutputFormat::Json => print!("{}", output::json(&ack)),
+        OutputFormat::Table => println!("{}", push_summary(args.action, &args, &ack)),
+    }
+    Ok(())
+}
+
+/// The route (`push-on`, `push-off`, `push-once`) and body of a `push` (also sent by
+/// `fleet push`).
+pub(crate) fn push_body(args: &PushArgs) -> anyhow::Result<(&'static str, Value)> {
     let (route, mut body) = match args.action {
         PushAction::On => ("push-on", json!({"sink": args.sink})),
         PushAction::Off => ("push-off", json!({"sink": args.sink})),
@@ -99,16 +112,10 @@ pub async fn push(client: &Client, out: OutputFormat, args: PushArgs) -> anyhow:
             ModeArg::Batch => "batch",
         });
     }
-    let path = format!("/v1/objects/{}/{route}", segment(&args.id));
-    let ack = client.post(&path, &body).await?;
-    match out {
-        OutputFormat::Json => print!("{}", output::json(&ack)),
-        OutputFormat::Table => println!("{}", push_summary(args.action, &args, &ack)),
-    }
-    Ok(())
+    Ok((route, body))
 }
 
-fn push_summary(action: PushAction, args: &PushArgs, ack: &Value) -> String {
+pub(crate) fn push_summary(action: PushAction, args: &PushArgs, ack: &Value) -> String {
     let id = ack.get("id").and_then(Value::as_str).unwrap_or(&args.id);
     let sink = ack
         .get("sink")

@@ -284,7 +284,7 @@ pub async fn delete(client: &Client, out: OutputFormat, args: DeleteArgs) -> any
 
 /// The PATCH body: only the fields given, so the rest stay as they are. `--memory` goes as
 /// text, letting the server parse the quantity and name the field if it is wrong.
-fn patch_body(args: &UpdateArgs) -> Value {
+pub(crate) fn patch_body(args: &UpdateArgs) -> Value {
     let mut resources = Map::new();
     if let Some(v) = args.cpu {
         resources.insert("cpu".into(), json!(v));
@@ -314,7 +314,7 @@ fn patch_body(args: &UpdateArgs) -> Value {
 }
 
 /// Reads one spec (JSON) or one or more (YAML documents separated by `---`).
-fn read_specs(file: &PathBuf) -> anyhow::Result<Vec<Value>> {
+pub(crate) fn read_specs(file: &PathBuf) -> anyhow::Result<Vec<Value>> {
     let (text, name) = if file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -355,7 +355,7 @@ fn parse_specs(text: &str, is_json: bool) -> anyhow::Result<Vec<Value>> {
 
 /// One line for the answer of a mutation: `created process web-1 id=... status=running pid=7`,
 /// or `accepted ... event=12` for an answer that does not wait.
-fn summary(verb: &str, answer: &Value) -> String {
+pub(crate) fn summary(verb: &str, answer: &Value) -> String {
     let status = answer.get("status").and_then(Value::as_str).unwrap_or("");
     let verb = if status == "accepted" {
         "accepted"

@@ -11,6 +11,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod nats;
+pub mod netns;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

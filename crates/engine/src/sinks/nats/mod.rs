@@ -38,6 +38,7 @@ pub(crate) struct NatsSender {
     url: String,
     stream: String,
     prefix: String,
+    domain: Option<String>,
 }
 
 impl NatsSender {
@@ -54,6 +55,7 @@ impl NatsSender {
                 .subject_prefix
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SUBJECT_PREFIX.to_string()),
+            domain: cfg.jetstream_domain.clone(),
         })
     }
 
@@ -104,7 +106,10 @@ impl NatsSender {
                 return;
             }
         };
-        let mut js = jetstream::new(client.clone());
+        let mut js = match &self.domain {
+            Some(d) => jetstream::with_domain(client.clone(), d),
+            None => jetstream::new(client.clone()),
+        };
         js.set_timeout(self.net.opts.ack_timeout);
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut stream_ready = false;
