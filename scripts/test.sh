@@ -238,6 +238,9 @@ ensure_pkg docker.io busybox-static
 # `nodeagent top` is tested in a real terminal: tmux runs it, send-keys types, capture-pane reads
 # the screen (crates/nodeagent/tests/e2e_top.rs).
 ensure_pkg tmux
+# The vm kind runs QEMU guests (crates/nodeagent/tests/e2e_vm.rs): Debian's qemu 7.2. It
+# replaces a newer qemu-utils if one is installed, so qemu-utils is named too.
+ensure_pkg qemu-system-x86 qemu-utils
 # The web console is tested in a real headless Chromium driven by playwright-core under Node.js
 # (crates/nodeagent/tests/e2e_browser.rs, which installs playwright-core itself, once, under
 # /var/cache/nodeagent-test/). Neither is needed to build or run the agent. A machine may have
@@ -252,6 +255,12 @@ echo "packages: ok"
 step "docker engine and test image"
 ensure_dockerd
 ensure_test_image
+
+step "vm guest"
+# The test guest (cloud kernel + busybox initramfs), built once and cached outside the clone.
+NODEAGENT_TEST_VM_GUEST=$(scripts/vm-guest.sh) || die "scripts/vm-guest.sh failed"
+export NODEAGENT_TEST_VM_GUEST
+echo "vm guest: $NODEAGENT_TEST_VM_GUEST"
 
 sweep_test_cgroups
 sweep_test_containers

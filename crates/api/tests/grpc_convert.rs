@@ -205,6 +205,8 @@ mod reference {
             collect: Some(proto::CollectSpec {
                 interval: Some(s.collect.interval.to_string()),
             }),
+            // The generators make no vm specs; `vm_spec_and_status_through_proto` covers it.
+            vm: None,
         }
     }
 
@@ -239,6 +241,18 @@ mod reference {
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
                 sync_message: c.sync_message.clone(),
+            }),
+            vm: o.vm.as_ref().map(|v| proto::VmStatus {
+                accel_used: v.accel_used.clone(),
+                qmp_status: v.qmp_status.clone(),
+                console_path: v.console_path.clone(),
+                qmp_path: v.qmp_path.clone(),
+                memory_actual: v.memory_actual,
+                sync: serde_json::to_value(v.sync)
+                    .ok()
+                    .and_then(|x| x.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                sync_message: v.sync_message.clone(),
             }),
         }
     }
@@ -422,6 +436,7 @@ fn proto_spec() -> impl Strategy<Value = proto::ObjectSpec> {
                     labels,
                     resources,
                     collect: collect.map(|interval| proto::CollectSpec { interval }),
+                    vm: None,
                 }
             },
         )
@@ -562,6 +577,67 @@ proptest! {
         o.container = container;
         prop_assert_eq!(object_proto(&o).unwrap(), reference::object_proto(&o));
     }
+}
+
+/// A vm spec and a vm object go through the proto like the JSON API's.
+#[test]
+fn vm_spec_and_status_through_proto() {
+    let p = proto::ObjectSpec {
+        name: "g".into(),
+        kind: "vm".into(),
+        vm: Some(proto::VmSpec {
+            kernel: "/boot/vmlinuz".into(),
+            memory: Some("128Mi".into()),
+            balloon: Some(true),
+            disks: vec![proto::VmDisk {
+                path: "/d.img".into(),
+                readonly: Some(true),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let s = read(&p).expect("valid");
+    let json = ObjectSpec::from_json(
+        br#"{"name":"g","kind":"vm","vm":{"kernel":"/boot/vmlinuz","memory":"128Mi","balloon":true,"disks":[{"path":"/d.img","readonly":true}]}}"#,
+    )
+    .expect("valid");
+    assert_eq!(s, json);
+    let mut bad = p.clone();
+    if let Some(v) = bad.vm.as_mut() {
+        v.kernel = "/a,b".into();
+    }
+    assert_eq!(
+        read(&bad).expect_err("comma").field.as_deref(),
+        Some("vm.kernel")
+    );
+    let mut o = Object::new(
+        "0123456789abcdef".into(),
+        s,
+        nodeagent_types::Status::Running,
+    );
+    o.vm = Some(nodeagent_types::VmStatus {
+        accel_used: "tcg".into(),
+        qmp_status: "running".into(),
+        console_path: "/x/console.log".into(),
+        qmp_path: "/x/qmp.sock".into(),
+        memory_actual: Some(128 << 20),
+        sync: nodeagent_types::SyncState::InSync,
+        sync_message: None,
+    });
+    let got: proto::Object = nodeagent_api::grpc::convert::to_proto(&o).expect("encodes");
+    assert_eq!(
+        got.vm.as_ref().map(|v| v.memory_actual),
+        Some(Some(128 << 20))
+    );
+    assert_eq!(
+        got.spec
+            .as_ref()
+            .and_then(|s| s.vm.as_ref())
+            .map(|v| v.memory.clone()),
+        Some(Some((128u64 << 20).to_string()))
+    );
 }
 
 /// The proto3 quirks, one by one, with the field each error names.

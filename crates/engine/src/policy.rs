@@ -28,6 +28,7 @@ pub const RULE_CGROUP_PARENTS: &str = "policy.cgroup_parents";
 pub const RULE_ALLOW_PRIVILEGED: &str = "policy.allow_privileged";
 pub const RULE_ALLOW_HOST_NAMESPACES: &str = "policy.allow_host_namespaces";
 pub const RULE_MOUNT_SOURCES: &str = "policy.mount_sources";
+pub const RULE_VM_PATHS: &str = "policy.vm_paths";
 
 /// Symlinks followed while resolving one path before giving up (the kernel's own limit).
 const MAX_SYMLINKS: usize = 40;
@@ -74,6 +75,10 @@ pub struct PolicyConfig {
     /// none.
     #[serde(default)]
     pub mount_sources: Vec<String>,
+    /// Files `vm` objects may boot and attach (kernel, initrd, disks), with the same syntax as
+    /// `process_commands`. Absent: any path (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_paths: Option<Vec<String>>,
 }
 
 /// A policy entry that cannot be used; the binary reports it at start-up.
@@ -152,6 +157,7 @@ pub struct Policy {
     allow_privileged: bool,
     allow_host_namespaces: bool,
     mount_sources: Vec<PathRule>,
+    vm_paths: Option<Vec<PathRule>>,
     procfs: ProcFs,
 }
 
@@ -165,6 +171,16 @@ impl Policy {
                 list.iter()
                     .enumerate()
                     .map(|(i, e)| PathRule::new(RULE_PROCESS_COMMANDS, i, e))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let vm_paths = cfg
+            .vm_paths
+            .as_ref()
+            .map(|list| {
+                list.iter()
+                    .enumerate()
+                    .map(|(i, e)| PathRule::new(RULE_VM_PATHS, i, e))
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
@@ -201,6 +217,7 @@ impl Policy {
             allow_privileged: cfg.allow_privileged,
             allow_host_namespaces: cfg.allow_host_namespaces,
             mount_sources,
+            vm_paths,
             procfs: ProcFs::new(proc_root),
         })
     }
@@ -217,6 +234,7 @@ impl Policy {
                 prefix: true,
                 paths: vec![PathBuf::from("/")],
             }],
+            vm_paths: None,
             procfs: ProcFs::new("/proc"),
         }
     }
@@ -244,6 +262,10 @@ impl Policy {
             },
             Kind::Container => match spec.section::<nodeagent_types::ContainerSpec>() {
                 Some(c) => self.check_container(c),
+                None => Ok(()),
+            },
+            Kind::Vm => match spec.section::<nodeagent_types::VmSpec>() {
+                Some(v) => self.check_vm(v),
                 None => Ok(()),
             },
             Kind::Host => Ok(()),
@@ -449,6 +471,52 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// A `vm`'s kernel, initrd and disks must each be allowed by `policy.vm_paths`, both as
+    /// written and with every symlink resolved (a link in an allowed folder may not point
+    /// outside it).
+    pub fn check_vm(&self, vm: &nodeagent_types::VmSpec) -> Result<(), ApiError> {
+        let Some(rules) = &self.vm_paths else {
+            return Ok(());
+        };
+        let mut files = vec![("vm.kernel".to_string(), vm.kernel.as_str())];
+        if let Some(i) = &vm.initrd {
+            files.push(("vm.initrd".to_string(), i.as_str()));
+        }
+        for (i, d) in vm.disks.iter().enumerate() {
+            files.push((format!("vm.disks[{i}].path"), d.path.as_str()));
+        }
+        for (field, path) in files {
+            if !clean_absolute(path) {
+                return Err(ApiError::forbidden(
+                    field,
+                    RULE_VM_PATHS,
+                    format!(
+                        "{:?} must be an absolute path without '.' or '..'",
+                        truncate(path)
+                    ),
+                ));
+            }
+            let lexical = PathBuf::from(path);
+            let resolved = std::fs::canonicalize(&lexical).unwrap_or_else(|_| lexical.clone());
+            for p in [&lexical, &resolved] {
+                if !rules.iter().any(|r| r.matches(p)) {
+                    return Err(ApiError::forbidden(
+                        field,
+                        RULE_VM_PATHS,
+                        format!(
+                            "{} is not an allowed vm file; allowed: {}",
+                            p.display(),
+                            list(rules)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn list(rules: &[PathRule]) -> String {
     if rules.is_empty() {
         return "nothing".to_string();
@@ -644,6 +712,40 @@ mod tests {
             .check_create(&spec(
                 r#"{"name":"c","kind":"cgroup","cgroup":{"path":"/system.slice"}}"#
             ))
+            .is_ok());
+    }
+
+    #[test]
+    fn vm_paths_limit_kernel_initrd_and_disks() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let ok = dir.path().join("ok");
+        std::fs::create_dir(&ok).expect("test setup");
+        let k = ok.join("vmlinuz");
+        std::fs::write(&k, b"k").expect("test setup");
+        // A link inside the allowed folder to a file outside it is refused.
+        let outside = dir.path().join("secret");
+        std::fs::write(&outside, b"s").expect("test setup");
+        let link = ok.join("link");
+        std::os::unix::fs::symlink(&outside, &link).expect("test setup");
+        let p = policy(PolicyConfig {
+            vm_paths: Some(vec![format!("{}/", ok.display())]),
+            ..Default::default()
+        });
+        let vm = |kernel: &Path, disk: &Path| {
+            spec(&format!(
+                r#"{{"name":"v","kind":"vm","vm":{{"kernel":"{}","disks":[{{"path":"{}"}}]}}}}"#,
+                kernel.display(),
+                disk.display()
+            ))
+        };
+        assert!(p.check_create(&vm(&k, &k)).is_ok());
+        let e = p.check_create(&vm(&outside, &k)).expect_err("outside");
+        assert_eq!(e.field.as_deref(), Some("vm.kernel"));
+        assert_eq!(e.rule.as_deref(), Some(RULE_VM_PATHS));
+        let e = p.check_create(&vm(&k, &link)).expect_err("link out");
+        assert_eq!(e.field.as_deref(), Some("vm.disks[0].path"));
+        assert!(policy(PolicyConfig::default())
+            .check_create(&vm(&outside, &link))
             .is_ok());
     }
 

@@ -110,7 +110,8 @@ non-loopback address with auth = \"none\" and no tls_client_ca refuses to start.
   cgroup_parents = [\"/workloads\"]                    # absent: any cgroup
   allow_privileged = false     # containers; default false
   allow_host_namespaces = false
-  mount_sources = [\"/srv/data/\"]                     # default: no host-path mounts";
+  mount_sources = [\"/srv/data/\"]                     # default: no host-path mounts
+  vm_paths = [\"/var/lib/nodeagent/images/\"]          # vm kernels/disks; absent: any path";
 
 /// Options of `nodeagent run`. `--state-dir` and `--socket` are global options (the client
 /// commands use them to find the socket) and live in [`crate::cli::GlobalOpts`].

@@ -155,10 +155,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // The kinds this agent runs: adding a kind adds its line here.
     let docker_socket = cfg.docker_socket.clone();
+    // The vm kind's qemu: NODEAGENT_QEMU, or qemu-system-x86_64 on PATH.
+    let qemu = std::env::var("NODEAGENT_QEMU")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "qemu-system-x86_64".to_string());
     let kinds = vec![
         kinds::kind(kinds::process::ProcessKind::new),
         kinds::kind(kinds::cgroup::CgroupKind::new),
         kinds::kind(move |env| kinds::container::ContainerKind::new(env, &docker_socket)),
+        kinds::kind(move |env| kinds::vm::VmKind::new(env, &qemu)),
     ];
     let (agent, handle) =
         Agent::start(cfg.core_config(), kinds).context("starting the agent core")?;

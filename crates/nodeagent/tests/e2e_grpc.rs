@@ -74,6 +74,7 @@ fn grpc_create_get_update_delete() {
                         ..Default::default()
                     }),
                     paused: None,
+                    vm: None,
                 }),
                 wait: true,
             })

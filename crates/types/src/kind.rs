@@ -11,6 +11,7 @@ pub enum Kind {
     Process,
     Cgroup,
     Container,
+    Vm,
     Host,
 }
 
@@ -20,6 +21,7 @@ impl Kind {
             Kind::Process => "process",
             Kind::Cgroup => "cgroup",
             Kind::Container => "container",
+            Kind::Vm => "vm",
             Kind::Host => "host",
         }
     }

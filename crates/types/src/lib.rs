@@ -16,13 +16,14 @@ pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use kind::{Kind, Status};
 pub use object::{
-    is_object_id, new_object_id, ContainerStatus, Object, ObjectId, ObjectPatch, SyncState, HOST_ID,
+    is_object_id, new_object_id, ContainerStatus, Object, ObjectId, ObjectPatch, SyncState,
+    VmStatus, HOST_ID,
 };
 pub use quantity::{parse_cpuset, parse_duration, parse_memory, CpuSet, Duration, Memory};
 pub use report::ReportMode;
 pub use sample::{CpuModes, DeviceCounters, HostStats, Sample};
 pub use spec::{
     CgroupSpec, CollectSpec, ContainerNetwork, ContainerSpec, KindSection, KindSpec, Mount,
-    ObjectSpec, ProcessSpec, Resources, RestartPolicy, SectionOf,
+    ObjectSpec, ProcessSpec, Resources, RestartPolicy, SectionOf, VmSpec,
 };
 pub use time::Timestamp;

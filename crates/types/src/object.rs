@@ -83,6 +83,31 @@ pub struct Object {
     /// The Docker side of a `container` object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerStatus>,
+    /// The QEMU side of a `vm` object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmStatus>,
+}
+
+/// What the agent knows of a QEMU guest it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStatus {
+    /// The accelerator qemu runs with (`kvm` or `tcg`): what `accel: auto` picked.
+    pub accel_used: String,
+    /// QMP's `query-status` at the last look (start, re-attachment): `running`, `paused`, ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub qmp_status: String,
+    /// The serial console's capture.
+    pub console_path: String,
+    /// QMP's unix socket.
+    pub qmp_path: String,
+    /// Guest-visible RAM in bytes, where the balloon reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_actual: Option<u64>,
+    /// Whether the guest has what the `vm` section asks (a balloon change in flight: pending).
+    #[serde(default)]
+    pub sync: SyncState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_message: Option<String>,
 }
 
 /// What the agent knows of a container it runs or adopted.
@@ -138,18 +163,119 @@ impl Object {
             push_mode: BTreeMap::new(),
             message: None,
             container: None,
+            vm: None,
         }
     }
 }
 
-/// Body of `PATCH /v1/objects/{id}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Body of `PATCH /v1/objects/{id}`: `resources`, `paused`, and changes to the kind's own
+/// section under the kind's key (`{"vm": {"memory": "96Mi"}}`). What a kind can change in
+/// place is the kind's to say ([`KindDriver::patch_section`] in the engine); the core only
+/// checks that the key is the object's kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ObjectPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// The section key and its changes, as given (the kind reads them).
+    #[serde(skip)]
+    pub section: Option<(String, serde_json::Value)>,
+}
+
+/// A key of a PATCH body: an unknown one is refused as serde's own unknown field is, while the
+/// key is read (so the error names it).
+enum PatchKey {
+    Resources,
+    Paused,
+    Section(String),
+}
+
+impl<'de> Deserialize<'de> for PatchKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PatchKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PatchKey, E> {
+                match v {
+                    "resources" => Ok(PatchKey::Resources),
+                    "paused" => Ok(PatchKey::Paused),
+                    k if crate::spec::section_kind(k).is_some() => {
+                        Ok(PatchKey::Section(k.to_string()))
+                    }
+                    other => {
+                        const FIELDS: &[&str] = &["resources", "paused", "<the kind's section>"];
+                        Err(E::unknown_field(other, FIELDS))
+                    }
+                }
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// Refuses a value with a message, from inside it (so a path-tracking reader names its key).
+struct Reject(String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Reject {
+    type Value = ObjectPatch;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ObjectPatch, D::Error> {
+        // Every value is refused by the visitor, through the reader (which then names the key).
+        d.deserialize_any(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Reject {
+    type Value = ObjectPatch;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectPatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ObjectPatch;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with `resources`, `paused` or the kind's section")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ObjectPatch, A::Error> {
+                let mut p = ObjectPatch::default();
+                while let Some(k) = m.next_key::<PatchKey>()? {
+                    match k {
+                        PatchKey::Resources if p.resources.is_none() => {
+                            p.resources = Some(m.next_value()?)
+                        }
+                        PatchKey::Paused if p.paused.is_none() => p.paused = Some(m.next_value()?),
+                        PatchKey::Resources => {
+                            return m.next_value_seed(Reject("no second `resources`".into()))
+                        }
+                        PatchKey::Paused => {
+                            return m.next_value_seed(Reject("no second `paused`".into()))
+                        }
+                        PatchKey::Section(key) => {
+                            if p.section.is_some() {
+                                // Refused inside the value, so the error names the key.
+                                return m.next_value_seed(Reject(format!(
+                                    "no `{key}` beside another section (a patch changes one kind's section)"
+                                )));
+                            }
+                            // A map: anything else is refused at the key's own path.
+                            let v: serde_json::Map<String, serde_json::Value> = m.next_value()?;
+                            p.section = Some((key, serde_json::Value::Object(v)));
+                        }
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl ObjectPatch {
@@ -160,10 +286,10 @@ impl ObjectPatch {
     }
 
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.resources.is_none() && self.paused.is_none() {
+        if self.resources.is_none() && self.paused.is_none() && self.section.is_none() {
             return Err(ApiError::invalid(
                 "resources",
-                "nothing to update: give `resources` and/or `paused`",
+                "nothing to update: give `resources`, `paused` and/or the kind's section",
             ));
         }
         if let Some(r) = &self.resources {
@@ -194,5 +320,11 @@ mod tests {
         let e = ObjectPatch::from_json(br#"{}"#).expect_err("empty");
         assert_eq!(e.field.as_deref(), Some("resources"));
         assert!(ObjectPatch::from_json(br#"{"paused":true}"#).is_ok());
+        let e = ObjectPatch::from_json(br#"{"bogus":1}"#).expect_err("unknown");
+        assert!(e.message.contains("unknown field `bogus`"), "{e:?}");
+        let p = ObjectPatch::from_json(br#"{"vm":{"memory":"96Mi"}}"#).expect("section");
+        assert_eq!(p.section.as_ref().map(|s| s.0.as_str()), Some("vm"));
+        let e = ObjectPatch::from_json(br#"{"vm":3}"#).expect_err("not an object");
+        assert_eq!(e.field.as_deref(), Some("vm"), "{e:?}");
     }
 }

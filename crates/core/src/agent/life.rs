@@ -936,6 +936,17 @@ impl Agent {
                 "kind {kind} is not available"
             )));
         };
+        // The kind's own section: the driver says what it becomes (or what cannot change).
+        let new_section = match &patch.section {
+            Some((key, _)) if key != kind.as_str() => {
+                return Err(ApiError::invalid(
+                    key.clone(),
+                    format!("`{key}` is only allowed for kind {key}, not {kind}"),
+                ));
+            }
+            Some((_, changes)) => Some((driver.patch_section(&e.obj, changes)?, changes.clone())),
+            None => None,
+        };
         let mut changed = None;
         if let Some(r) = &patch.resources {
             match &cg {
@@ -962,6 +973,16 @@ impl Agent {
                 e.life.want += 1;
             }
         }
+        let section_changed = match new_section {
+            Some((sec, changes)) => {
+                e.obj.spec.section = Some(sec);
+                if caps.sync {
+                    e.life.want += 1;
+                }
+                Some(changes)
+            }
+            None => None,
+        };
         let mut pause_event = None;
         if let Some(p) = patch.paused {
             if p != e.obj.paused {
@@ -979,10 +1000,13 @@ impl Agent {
                     ))
                     .with_field("paused"));
                 };
-                cgroups
-                    .freeze(cg, p)
-                    .map_err(cgroup_error)
-                    .map_err(|er| er.with_field("paused"))?;
+                match driver.pause(&id, &e.obj, p) {
+                    Some(r) => r.map_err(|er| er.with_field("paused"))?,
+                    None => cgroups
+                        .freeze(cg, p)
+                        .map_err(cgroup_error)
+                        .map_err(|er| er.with_field("paused"))?,
+                }
                 e.obj.paused = p;
                 e.obj.status = if p { Status::Paused } else { Status::Running };
                 if caps.sync {
@@ -1019,6 +1043,14 @@ impl Agent {
                     format!("resources recorded; the {kind} gets them when it runs again")
                 },
                 json!({"resources": r}),
+            );
+        }
+        if let Some(changes) = section_changed {
+            self.emit(
+                EventKind::Updated,
+                &obj,
+                format!("{kind} updated; the {kind} follows"),
+                json!({ kind.as_str(): changes }),
             );
         }
         if let Some(k) = pause_event {

@@ -25,6 +25,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod process;
+pub mod vm;
 
 use crate::policy::Policy;
 use nodeagent_drivers::cgroup::{CgroupError, CgroupRef, Cgroups};
@@ -313,6 +314,29 @@ pub trait KindDriver: Send {
         _r: &nodeagent_types::Resources,
     ) -> Result<(), ApiError> {
         Ok(())
+    }
+
+    /// The kind's section as a PATCH changes it (`{"vm": {"memory": "96Mi"}}`; `changes` is the
+    /// object under the key), or a 400 naming the field that cannot change in place. The core
+    /// stores the section; [`KindDriver::sync`] brings the workload in line (so a kind that
+    /// takes changes has [`Caps::sync`]).
+    fn patch_section(
+        &self,
+        obj: &Object,
+        _changes: &serde_json::Value,
+    ) -> Result<nodeagent_types::KindSpec, ApiError> {
+        let key = obj.kind.as_str();
+        Err(ApiError::invalid(
+            key,
+            format!("kind {key} has no fields that change in place"),
+        ))
+    }
+
+    /// Pauses or resumes the workload by its own means instead of the core's cgroup freezer
+    /// (a VM: QMP `stop`/`cont`, which keeps qemu itself answering). `None`: the core freezes
+    /// the cgroup. It runs on the core's loop, so it must be fast and bounded by a short timeout.
+    fn pause(&self, _id: &str, _obj: &Object, _paused: bool) -> Option<Result<(), ApiError>> {
+        None
     }
 
     /// Brings the outside system in line with the object's spec (its limits and paused state),

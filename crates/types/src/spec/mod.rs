@@ -30,10 +30,14 @@ pub const MIN_MEMORY: u64 = 1 << 20;
 mod cgroup;
 mod container;
 mod process;
+mod vm;
 
 pub use cgroup::CgroupSpec;
 pub use container::{ContainerNetwork, ContainerSpec, Mount};
 pub use process::{ProcessSpec, RestartPolicy};
+pub use vm::{
+    check_vm_path, Accel, Disk, DiskFormat, Forward, NetMode, Protocol, VmNetwork, VmSpec, WaitFor,
+};
 
 /// What every object spec has, plus the section of its kind (DESIGN.md §4):
 /// `{"name": .., "kind": "process", "process": {..}, "resources": {..}, "collect": {..}}`.
@@ -152,6 +156,7 @@ kind_sections! {
     Process => "process": ProcessSpec,
     Cgroup => "cgroup": CgroupSpec,
     Container => "container": ContainerSpec,
+    Vm => "vm": VmSpec,
 }
 
 /// Finds a kind's section in a [`KindSpec`]; generated for every section type.
@@ -330,6 +335,16 @@ impl Serialize for ObjectSpec {
         m.serialize_entry("collect", &self.collect)?;
         m.end()
     }
+}
+
+/// The kind whose section is written under `key` (`"vm"` → [`Kind::Vm`]), if any.
+pub fn section_kind(key: &str) -> Option<Kind> {
+    section_key(key)
+}
+
+/// The section keys, for messages.
+pub fn section_keys() -> &'static [&'static str] {
+    SECTION_KEYS
 }
 
 pub(crate) fn is_false(b: &bool) -> bool {
@@ -797,9 +812,9 @@ mod tests {
         let e = ObjectSpec::from_json(br#"{"name":"x","name":"y","kind":"process"}"#)
             .expect_err("duplicate");
         assert!(e.message.contains("duplicate field `name`"), "{e:?}");
-        let e = ObjectSpec::from_json(br#"{"name":"x","kind":"process","vm":{}}"#)
+        let e = ObjectSpec::from_json(br#"{"name":"x","kind":"process","ray":{}}"#)
             .expect_err("unknown section");
-        assert_eq!(e.field.as_deref(), Some("vm"));
+        assert_eq!(e.field.as_deref(), Some("ray"));
         assert!(e.message.contains("`process`"), "lists the keys: {e:?}");
     }
 
