@@ -350,20 +350,12 @@ def main():
         # Every sink acknowledged everything it spooled.
         t1 = time.time()
         while time.time() - t1 < 120:
-            pending = 0
-            for ag in agents:
-                _, s = ag.call("GET", "/v1/sinks")
-                for k in s["sinks"]:
-                    if k["name"] == "bus" and k.get("acked_seq") != k.get("last_seq"):
-                        pending += 1
+            pending = sum(1 for ag in agents for k in bus_sinks(ag) if k.get("acked_seq") != k.get("last_seq"))
             if pending == 0:
                 break
             time.sleep(0.5)
         R["drain_s"] = time.time() - t1
-        dropped = 0
-        for ag in agents:
-            _, s = ag.call("GET", "/v1/sinks")
-            dropped += sum(k.get("dropped", 0) for k in s["sinks"] if k["name"] == "bus")
+        dropped = sum(k.get("dropped", 0) for ag in agents for k in bus_sinks(ag))
         out = subprocess.run(["nsenter", f"--net=/var/run/netns/{HUB}", os.path.join(ex, "jetstream_seqs"), HUB_URL.split(",")[0],
                               "NODEAGENT"], check=True, stdout=subprocess.PIPE, text=True).stdout
         seqs = json.loads(out)
@@ -384,6 +376,12 @@ def main():
     print(md)
     if not a.no_write:
         write_section(md)
+
+
+def bus_sinks(ag):
+    """The agent's `bus` sink status (`GET /v1/sinks`)."""
+    _, s = ag.call("GET", "/v1/sinks")
+    return [k for k in s["sinks"] if k["name"] == "bus"]
 
 
 def ag_pid(ag):

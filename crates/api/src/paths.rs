@@ -18,3 +18,17 @@ pub const OPENAPI: &str = "/openapi.json";
 pub const OBJECT_METRICS_STREAM: &str = "/v1/objects/{key}/metrics/stream";
 pub const METRICS_STREAM: &str = "/v1/metrics/stream";
 pub const CONSOLE_CODES: &str = "/v1/console/codes";
+
+/// Percent-encodes one path segment (an object key): every byte but RFC 3986's unreserved ones
+/// as `%XX`, so that a key always stays one segment. The CLI and the bus build paths with it.
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

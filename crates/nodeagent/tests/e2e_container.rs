@@ -11,9 +11,9 @@
 mod common;
 
 use common::{
-    docker, eventually, random_suffix, read_trim, require_cgroup_v1, require_docker, Daemon, Opts,
+    cores, docker, eventually, random_suffix, read_trim, require_cgroup_v1, require_docker,
+    samples, Daemon, Opts,
 };
-use nodeagent_types::Sample;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -135,24 +135,6 @@ fn wait_event(d: &Daemon, id: &str, kind: &str) -> Value {
     eventually(Duration::from_secs(15), &format!("a {kind} event"), || {
         events_of(d, id).into_iter().find(|e| e["kind"] == kind)
     })
-}
-
-fn samples(d: &Daemon, key: &str) -> Vec<Sample> {
-    let (status, m) = d.http("GET", &format!("/v1/objects/{key}/metrics"), None);
-    assert_eq!(status, 200, "{m}");
-    serde_json::from_value(m["samples"].clone()).unwrap()
-}
-
-/// CPU in cores over the samples of the last `window`.
-fn cores(s: &[Sample], window: Duration) -> f64 {
-    let last = s.last().unwrap();
-    let first = s
-        .iter()
-        .find(|x| last.ts.as_nanos() - x.ts.as_nanos() <= window.as_nanos() as u64)
-        .unwrap();
-    let dt = (last.ts.as_nanos() - first.ts.as_nanos()) as f64;
-    let du = (last.cpu_usage_ns.unwrap() - first.cpu_usage_ns.unwrap()) as f64;
-    du / dt
 }
 
 /// The acceptance check of issue 3, step by step.

@@ -10,8 +10,7 @@
 
 mod common;
 
-use common::{cgroup_dir, eventually, read_trim, require_cgroup_v1, Daemon, Opts};
-use nodeagent_types::Sample;
+use common::{cgroup_dir, cores, eventually, read_trim, require_cgroup_v1, samples, Daemon, Opts};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -132,24 +131,6 @@ fn qemu_pids_in(d: &Daemon, o: &Value) -> Vec<u32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
-}
-
-fn samples(d: &Daemon, key: &str) -> Vec<Sample> {
-    let (status, m) = d.http("GET", &format!("/v1/objects/{key}/metrics"), None);
-    assert_eq!(status, 200, "{m}");
-    serde_json::from_value(m["samples"].clone()).unwrap()
-}
-
-/// CPU in cores over the samples of the last `window`.
-fn cores(s: &[Sample], window: Duration) -> f64 {
-    let last = s.last().unwrap();
-    let first = s
-        .iter()
-        .find(|x| last.ts.as_nanos() - x.ts.as_nanos() <= window.as_nanos() as u64)
-        .unwrap();
-    let dt = (last.ts.as_nanos() - first.ts.as_nanos()) as f64;
-    let du = (last.cpu_usage_ns.unwrap() - first.cpu_usage_ns.unwrap()) as f64;
-    du / dt
 }
 
 fn uptime(o: &Value, tag: &str) -> f64 {

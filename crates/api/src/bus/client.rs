@@ -85,10 +85,6 @@ impl FleetClient {
         })
     }
 
-    pub fn nats(&self) -> &async_nats::Client {
-        &self.client
-    }
-
     fn headers(&self) -> async_nats::HeaderMap {
         let mut h = async_nats::HeaderMap::new();
         if let Some(i) = &self.identity {

@@ -143,19 +143,7 @@ impl std::fmt::Display for Op {
     }
 }
 
-/// Every byte but the unreserved ones of RFC 3986 as `%XX`, so that a key always stays one
-/// path segment (the handler decodes it and checks it like any other key).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::paths::segment as percent_encode;
 
 /// A query parameter's value: the envelope takes JSON's strings, booleans and numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -400,18 +400,7 @@ fn host_of(hostport: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-/// Percent-encodes one path segment (an id or a name typed by the user).
-pub fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use nodeagent_api::paths::segment;
 
 #[cfg(test)]
 mod tests {

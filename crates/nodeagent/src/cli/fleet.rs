@@ -353,7 +353,6 @@ fn result_cell(op: Op, r: &Value, status: u16) -> String {
         Op::Update => objects::summary("updated", r),
         Op::Delete => objects::summary("deleted", r),
         Op::Get => objects::summary("", r).trim().to_string(),
-        Op::PushOn | Op::PushOff | Op::PushOnce => output::cell(Some(r)),
         _ => output::cell(Some(r)),
     }
 }

@@ -610,3 +610,22 @@ pub fn require_docker() {
          busybox-static"
     );
 }
+
+/// The object's recent samples (`GET /v1/objects/{key}/metrics`).
+pub fn samples(d: &Daemon, key: &str) -> Vec<nodeagent_types::Sample> {
+    let (status, m) = d.http("GET", &format!("/v1/objects/{key}/metrics"), None);
+    assert_eq!(status, 200, "{m}");
+    serde_json::from_value(m["samples"].clone()).unwrap()
+}
+
+/// CPU in cores over the samples of the last `window`.
+pub fn cores(s: &[nodeagent_types::Sample], window: Duration) -> f64 {
+    let last = s.last().unwrap();
+    let first = s
+        .iter()
+        .find(|x| last.ts.as_nanos() - x.ts.as_nanos() <= window.as_nanos() as u64)
+        .unwrap();
+    let dt = (last.ts.as_nanos() - first.ts.as_nanos()) as f64;
+    let du = (last.cpu_usage_ns.unwrap() - first.cpu_usage_ns.unwrap()) as f64;
+    du / dt
+}
