@@ -73,10 +73,15 @@ pub(super) async fn run(
     let js = s.auth.jetstream(client);
     let mut delay = Duration::from_millis(200);
     loop {
+        let began = tokio::time::Instant::now();
         let r = tokio::select! {
             r = consume(&js, &s, &d) => r,
             _ = stop.changed() => return,
         };
+        // A consumer that ran a while failed afresh: retry soon, not after the last backoff.
+        if began.elapsed() > Duration::from_secs(10) {
+            delay = Duration::from_millis(200);
+        }
         if let Err(e) = r {
             tracing::warn!(node = %s.node, error = %e, "bus: durable commands paused; retrying in {delay:?}");
         }
@@ -109,7 +114,14 @@ async fn consume(js: &jetstream::Context, s: &BusSettings, d: &Dispatcher) -> Re
         )
         .await
         .map_err(|e| format!("consumer {name}: {e}"))?;
+    // Short pulls with heartbeats: after the consumer's leader moved (a server of the cluster
+    // went away), a pull still parked on the old leader would hold delivery up to its expiry
+    // (30 s by default); a missed heartbeat ends the stream, and `run` makes a new one.
     let mut msgs = c
+        .stream()
+        .max_messages_per_batch(1)
+        .expires(Duration::from_secs(5))
+        .heartbeat(Duration::from_secs(1))
         .messages()
         .await
         .map_err(|e| format!("consumer {name}: {e}"))?;

@@ -503,12 +503,26 @@ pub async fn serve(
         () = &mut shutdown => {}
     }
     // The agent's shutdown has under 2 s in all: nothing here may wait on an absent server.
+    // The tasks get 800 ms in all (the registry's last word, a command being applied), and are
+    // cut off after that.
     let _ = stop_tx.send(true);
-    if let Some(d) = dur {
-        let _ = d.await;
+    let (reg_abort, dur_abort) = (reg.abort_handle(), dur.as_ref().map(|d| d.abort_handle()));
+    let drain = async {
+        if let Some(d) = dur {
+            let _ = d.await;
+        }
+        let _ = reg.await;
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(Duration::from_millis(800), drain)
+        .await
+        .is_err()
+    {
+        reg_abort.abort();
+        if let Some(d) = dur_abort {
+            d.abort();
+        }
     }
-    let _ = reg.await;
-    let _ = tokio::time::timeout(Duration::from_millis(300), client.flush()).await;
     Ok(())
 }
 

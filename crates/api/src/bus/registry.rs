@@ -75,11 +75,14 @@ pub(super) async fn run(
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        let objects = workloads(core.as_ref()).await;
-        // A put waits for the server's answer (up to the client's request timeout): the stop
-        // must not wait behind it.
+        // The count goes through the core's loop and a put waits for the server's answer (up
+        // to the client's request timeout): the stop must wait behind neither.
+        let beat = async {
+            let objects = workloads(core.as_ref()).await;
+            put(&js, &mut store, &s, started_ms, objects, "up").await
+        };
         let r = tokio::select! {
-            r = put(&js, &mut store, &s, started_ms, objects, "up") => r,
+            r = beat => r,
             _ = stop.changed() => break,
         };
         match r {
