@@ -238,13 +238,13 @@ impl BusConfig {
                 "give at least one NATS server, e.g. urls = [\"nats://127.0.0.1:4222\"]",
             ));
         }
+        // Parsed as the client will parse them, so that a bad one stops the start, naming it.
         for u in &self.urls {
-            if !(u.starts_with("nats://") || u.starts_with("tls://") || u.contains("://")) {
-                // async-nats also takes host:port; refuse what is clearly not an address.
-                if u.trim().is_empty() || u.contains(char::is_whitespace) {
-                    return Err(bad("urls", format!("{u:?} is not a NATS URL")));
-                }
+            if u.trim().is_empty() || u.contains(char::is_whitespace) {
+                return Err(bad("urls", format!("{u:?} is not a NATS URL")));
             }
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| bad("urls", format!("{u:?}: {e}")))?;
         }
         let node = match &self.node {
             Some(n) if wire::valid_node(n) => n.clone(),
