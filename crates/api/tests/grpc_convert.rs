@@ -207,6 +207,7 @@ mod reference {
             }),
             // The generators make no vm specs; `vm_spec_and_status_through_proto` covers it.
             vm: None,
+            k8s: None,
         }
     }
 
@@ -254,6 +255,8 @@ mod reference {
                     .unwrap_or_default(),
                 sync_message: v.sync_message.clone(),
             }),
+            // The generators make no k8s objects; `k8s_spec_and_status_through_proto` covers it.
+            k8s: None,
         }
     }
 }
@@ -437,6 +440,7 @@ fn proto_spec() -> impl Strategy<Value = proto::ObjectSpec> {
                     resources,
                     collect: collect.map(|interval| proto::CollectSpec { interval }),
                     vm: None,
+                    k8s: None,
                 }
             },
         )
@@ -637,6 +641,85 @@ fn vm_spec_and_status_through_proto() {
             .and_then(|s| s.vm.as_ref())
             .map(|v| v.memory.clone()),
         Some(Some((128u64 << 20).to_string()))
+    );
+}
+
+/// A k8s manifest is YAML text in the proto; one the JSON API took as a list of objects comes
+/// back as its JSON text, which reads as the same documents.
+#[test]
+fn k8s_spec_and_status_through_proto() {
+    let p = proto::ObjectSpec {
+        name: "m".into(),
+        kind: "k8s".into(),
+        k8s: Some(proto::K8sSpec {
+            namespace: Some("team".into()),
+            manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n".into(),
+            wait: Some("ready".into()),
+            timeout: Some("30s".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let s = read(&p).expect("valid");
+    let sec = s
+        .section::<nodeagent_types::K8sSpec>()
+        .expect("k8s section");
+    assert_eq!(sec.wait, nodeagent_types::K8sWait::Ready);
+    assert_eq!(sec.manifest.documents().expect("documents")[0].name, "a");
+    let mut bad = p.clone();
+    if let Some(k) = bad.k8s.as_mut() {
+        k.manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n".into();
+    }
+    assert_eq!(
+        read(&bad).expect_err("no name").field.as_deref(),
+        Some("k8s.manifest[0].metadata.name")
+    );
+
+    let listed = ObjectSpec::from_json(
+        br#"{"name":"m","kind":"k8s","k8s":{"manifest":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b"}}]}}"#,
+    )
+    .expect("valid");
+    let mut o = Object::new(
+        "0123456789abcdef".into(),
+        listed,
+        nodeagent_types::Status::Running,
+    );
+    o.k8s = Some(nodeagent_types::K8sStatus {
+        cluster: "prod".into(),
+        state: nodeagent_types::K8sState::Applied,
+        reason: Some("waiting".into()),
+        resources: vec![nodeagent_types::K8sResource {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("default".into()),
+            name: "b".into(),
+            uid: "u-1".into(),
+            state: nodeagent_types::K8sState::Ready,
+            reason: None,
+        }],
+        sync: nodeagent_types::SyncState::InSync,
+        sync_message: None,
+    });
+    let got: proto::Object = nodeagent_api::grpc::convert::to_proto(&o).expect("encodes");
+    let st = got.k8s.as_ref().expect("k8s status");
+    assert_eq!(
+        (st.cluster.as_str(), st.state.as_str()),
+        ("prod", "applied")
+    );
+    assert_eq!(st.resources[0].state, "ready");
+    assert_eq!(st.resources[0].uid.as_deref(), Some("u-1"));
+    // The list came back as text, and that text is the same manifest.
+    let spec = got.spec.expect("spec");
+    let again = read(&spec).expect("valid again");
+    let docs = again
+        .section::<nodeagent_types::K8sSpec>()
+        .expect("k8s")
+        .manifest
+        .documents()
+        .expect("documents");
+    assert_eq!(
+        (docs[0].kind.as_str(), docs[0].name.as_str()),
+        ("ConfigMap", "b")
     );
 }
 

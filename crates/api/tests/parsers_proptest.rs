@@ -223,6 +223,7 @@ proptest! {
             resources: Some(proto::Resources { cpu, memory, ..Default::default() }),
             collect: None,
             vm: None,
+            k8s: None,
         };
         let converted = nodeagent_api::grpc::convert::spec_json(&spec)
             .and_then(|v| nodeagent_api::grpc::convert::json_bytes(&v));

@@ -29,6 +29,8 @@ pub const RULE_ALLOW_PRIVILEGED: &str = "policy.allow_privileged";
 pub const RULE_ALLOW_HOST_NAMESPACES: &str = "policy.allow_host_namespaces";
 pub const RULE_MOUNT_SOURCES: &str = "policy.mount_sources";
 pub const RULE_VM_PATHS: &str = "policy.vm_paths";
+pub const RULE_K8S_NAMESPACES: &str = "policy.k8s_namespaces";
+pub const RULE_K8S_KINDS: &str = "policy.k8s_kinds";
 
 /// Symlinks followed while resolving one path before giving up (the kernel's own limit).
 const MAX_SYMLINKS: usize = 40;
@@ -79,6 +81,34 @@ pub struct PolicyConfig {
     /// `process_commands`. Absent: any path (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_paths: Option<Vec<String>>,
+    /// Namespaces `k8s` objects may apply to (their documents' and their default namespace).
+    /// Absent: any namespace (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_namespaces: Option<Vec<String>>,
+    /// Kinds of resource `k8s` objects may apply: `ConfigMap` (core group), `apps/Deployment`,
+    /// or `apps/*` (a whole group). Absent: any kind (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_kinds: Option<Vec<String>>,
+}
+
+/// A list of names as given, each checked by `ok`.
+fn check_list(
+    rule: &'static str,
+    list: &Option<Vec<String>>,
+    ok: impl Fn(&str) -> bool,
+) -> Result<Option<Vec<String>>, PolicyError> {
+    let Some(list) = list else { return Ok(None) };
+    for (index, e) in list.iter().enumerate() {
+        if !ok(e) {
+            return Err(PolicyError {
+                rule,
+                index,
+                entry: e.clone(),
+                reason: "not a name this rule can match".into(),
+            });
+        }
+    }
+    Ok(Some(list.clone()))
 }
 
 /// A policy entry that cannot be used; the binary reports it at start-up.
@@ -158,6 +188,8 @@ pub struct Policy {
     allow_host_namespaces: bool,
     mount_sources: Vec<PathRule>,
     vm_paths: Option<Vec<PathRule>>,
+    k8s_namespaces: Option<Vec<String>>,
+    k8s_kinds: Option<Vec<String>>,
     procfs: ProcFs,
 }
 
@@ -218,6 +250,15 @@ impl Policy {
             allow_host_namespaces: cfg.allow_host_namespaces,
             mount_sources,
             vm_paths,
+            k8s_namespaces: check_list(RULE_K8S_NAMESPACES, &cfg.k8s_namespaces, |e| {
+                nodeagent_types::is_dns_label(e) || e == "*"
+            })?,
+            k8s_kinds: check_list(RULE_K8S_KINDS, &cfg.k8s_kinds, |e| {
+                let (g, k) = e.rsplit_once('/').unwrap_or(("", e));
+                (g.is_empty() || nodeagent_types::is_dns_subdomain(g))
+                    && !k.is_empty()
+                    && (k == "*" || k.bytes().all(|c| c.is_ascii_alphanumeric()))
+            })?,
             procfs: ProcFs::new(proc_root),
         })
     }
@@ -235,8 +276,67 @@ impl Policy {
                 paths: vec![PathBuf::from("/")],
             }],
             vm_paths: None,
+            k8s_namespaces: None,
+            k8s_kinds: None,
             procfs: ProcFs::new("/proc"),
         }
+    }
+
+    /// The namespaces and kinds of a `k8s` manifest. A document without a namespace is
+    /// checked by the spec's default namespace (the server decides whether its kind is
+    /// namespaced; a restricted list must allow the default either way).
+    pub fn check_k8s(&self, spec: &nodeagent_types::K8sSpec) -> Result<(), ApiError> {
+        if self.k8s_namespaces.is_none() && self.k8s_kinds.is_none() {
+            return Ok(());
+        }
+        let docs = spec.manifest.documents()?;
+        if let Some(allowed) = &self.k8s_namespaces {
+            let ok = |ns: &str| allowed.iter().any(|a| a == "*" || a == ns);
+            let default_ns = spec.default_namespace();
+            for d in &docs {
+                match &d.namespace {
+                    Some(ns) if !ok(ns) => {
+                        return Err(ApiError::forbidden(
+                            d.field("metadata.namespace"),
+                            RULE_K8S_NAMESPACES,
+                            format!("namespace {ns:?} is not in the allowed list"),
+                        ))
+                    }
+                    None if !ok(default_ns) => {
+                        return Err(ApiError::forbidden(
+                            "k8s.namespace",
+                            RULE_K8S_NAMESPACES,
+                            format!(
+                                "document {} names no namespace, and the default {default_ns:?} is not in the allowed list",
+                                d.index
+                            ),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(allowed) = &self.k8s_kinds {
+            for d in &docs {
+                let ok = allowed.iter().any(|a| {
+                    let (g, k) = a.rsplit_once('/').unwrap_or(("", a));
+                    g == d.group && (k == "*" || k == d.kind)
+                });
+                if !ok {
+                    let name = if d.group.is_empty() {
+                        d.kind.clone()
+                    } else {
+                        format!("{}/{}", d.group, d.kind)
+                    };
+                    return Err(ApiError::forbidden(
+                        d.field("kind"),
+                        RULE_K8S_KINDS,
+                        format!("kind {name} is not in the allowed list"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether `spec` may be created, by the rules of its kind. The kinds call the rules that
@@ -266,6 +366,10 @@ impl Policy {
             },
             Kind::Vm => match spec.section::<nodeagent_types::VmSpec>() {
                 Some(v) => self.check_vm(v),
+                None => Ok(()),
+            },
+            Kind::K8s => match spec.section::<nodeagent_types::K8sSpec>() {
+                Some(k) => self.check_k8s(k),
                 None => Ok(()),
             },
             Kind::Host => Ok(()),

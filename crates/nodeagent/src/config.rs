@@ -111,7 +111,15 @@ non-loopback address with auth = \"none\" and no tls_client_ca refuses to start.
   allow_privileged = false     # containers; default false
   allow_host_namespaces = false
   mount_sources = [\"/srv/data/\"]                     # default: no host-path mounts
-  vm_paths = [\"/var/lib/nodeagent/images/\"]          # vm kernels/disks; absent: any path";
+  vm_paths = [\"/var/lib/nodeagent/images/\"]          # vm kernels/disks; absent: any path
+  k8s_namespaces = [\"team-a\"]                        # k8s objects; absent: any namespace
+  k8s_kinds = [\"ConfigMap\", \"apps/Deployment\", \"apps/*\"] # absent: any kind
+
+  [[cluster]]                  # a Kubernetes cluster that k8s objects apply to
+  name = \"prod\"
+  kubeconfig = \"/etc/nodeagent/prod.kubeconfig\"
+  context = \"prod-admin\"       # default: the kubeconfig's current context
+  # in_cluster = true          # instead: the pod's service account (the agent runs in a pod)";
 
 /// Options of `nodeagent run`. `--state-dir` and `--socket` are global options (the client
 /// commands use them to find the socket) and live in [`crate::cli::GlobalOpts`].
@@ -348,6 +356,8 @@ struct FileConfig {
     otlp_service_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bus: Option<nodeagent_api::bus::BusConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cluster: Vec<nodeagent_engine::kinds::k8s::ClusterConfig>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -393,6 +403,8 @@ pub struct Config {
     pub otlp_service_name: String,
     /// Bus In: the API over NATS (`[bus]`); `None`: off.
     pub bus: Option<nodeagent_api::bus::BusConfig>,
+    /// The Kubernetes clusters of the k8s kind (`[[cluster]]`).
+    pub clusters: Vec<nodeagent_engine::kinds::k8s::ClusterConfig>,
 }
 
 /// The options shared with the client commands, which find the daemon with them.
@@ -537,6 +549,7 @@ impl Config {
                 .or(file.otlp_service_name)
                 .unwrap_or_else(|| DEFAULT_OTLP_SERVICE_NAME.to_string()),
             bus: file.bus,
+            clusters: file.cluster,
             state_dir,
         };
         cfg.check()?;
@@ -589,6 +602,15 @@ impl Config {
             // Every type's options, with errors that name the field (`sink[2].address: ...`).
             if let Err(e) = sink.validate(i) {
                 bail!("{e}");
+            }
+        }
+        let mut clusters = BTreeSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            if let Err(e) = c.check(&format!("cluster[{i}]")) {
+                bail!("{e}");
+            }
+            if !clusters.insert(c.name.as_str()) {
+                bail!("cluster[{i}].name: {:?} is already taken", c.name);
             }
         }
         for name in &self.heartbeat_sinks {
@@ -684,6 +706,7 @@ impl Config {
             otlp_endpoint: self.otlp_endpoint.clone(),
             otlp_service_name: Some(self.otlp_service_name.clone()),
             bus: self.bus.clone(),
+            cluster: self.clusters.clone(),
         };
         toml::to_string(&file).context("printing the configuration")
     }

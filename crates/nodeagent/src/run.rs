@@ -155,6 +155,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // The kinds this agent runs: adding a kind adds its line here.
     let docker_socket = cfg.docker_socket.clone();
+    let clusters = cfg.clusters.clone();
     // The vm kind's qemu: NODEAGENT_QEMU, or qemu-system-x86_64 on PATH.
     let qemu = std::env::var("NODEAGENT_QEMU")
         .ok()
@@ -165,6 +166,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         kinds::kind(kinds::cgroup::CgroupKind::new),
         kinds::kind(move |env| kinds::container::ContainerKind::new(env, &docker_socket)),
         kinds::kind(move |env| kinds::vm::VmKind::new(env, &qemu)),
+        kinds::kind(move |env| kinds::k8s::K8sKind::new(env, clusters)),
     ];
     let (agent, handle) =
         Agent::start(cfg.core_config(), kinds).context("starting the agent core")?;

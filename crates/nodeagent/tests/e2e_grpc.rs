@@ -75,6 +75,7 @@ fn grpc_create_get_update_delete() {
                     }),
                     paused: None,
                     vm: None,
+                    k8s: None,
                 }),
                 wait: true,
             })

@@ -20,6 +20,10 @@ pub enum EventKind {
     Failed,
     Deleted,
     Lost,
+    /// A `k8s` object's resources are all ready.
+    Ready,
+    /// A `k8s` object's resources are not ready, or one failed; the message says why.
+    Degraded,
     PushOn,
     PushOff,
     SinkDropped,
@@ -43,6 +47,8 @@ impl EventKind {
             EventKind::Failed => "failed",
             EventKind::Deleted => "deleted",
             EventKind::Lost => "lost",
+            EventKind::Ready => "ready",
+            EventKind::Degraded => "degraded",
             EventKind::PushOn => "push_on",
             EventKind::PushOff => "push_off",
             EventKind::SinkDropped => "sink_dropped",

@@ -12,6 +12,7 @@ pub enum Kind {
     Cgroup,
     Container,
     Vm,
+    K8s,
     Host,
 }
 
@@ -22,6 +23,7 @@ impl Kind {
             Kind::Cgroup => "cgroup",
             Kind::Container => "container",
             Kind::Vm => "vm",
+            Kind::K8s => "k8s",
             Kind::Host => "host",
         }
     }

@@ -86,6 +86,69 @@ pub struct Object {
     /// The QEMU side of a `vm` object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmStatus>,
+    /// The cluster side of a `k8s` object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8sStatus>,
+}
+
+/// What the agent knows of a `k8s` object's resources in its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K8sStatus {
+    pub cluster: String,
+    /// The whole manifest: `applied` until every resource is ready, `ready`, or `degraded`
+    /// when one failed (the object's status stays `running`: its resources exist).
+    pub state: K8sState,
+    /// Why it is not ready, or what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each applied resource, in manifest order.
+    #[serde(default)]
+    pub resources: Vec<K8sResource>,
+    /// Whether the cluster has the manifest of the spec (a PATCH being applied: pending).
+    #[serde(default)]
+    pub sync: SyncState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_message: Option<String>,
+}
+
+/// One resource the agent applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K8sResource {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    pub state: K8sState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Readiness of a resource, or of a whole manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum K8sState {
+    /// In the cluster, not (yet) ready.
+    #[default]
+    Applied,
+    Ready,
+    /// Failed (a deployment past its progress deadline, a failed pod or job).
+    Degraded,
+    /// Deleted outside the agent.
+    Gone,
+}
+
+impl K8sState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            K8sState::Applied => "applied",
+            K8sState::Ready => "ready",
+            K8sState::Degraded => "degraded",
+            K8sState::Gone => "gone",
+        }
+    }
 }
 
 /// What the agent knows of a QEMU guest it runs.
@@ -164,6 +227,7 @@ impl Object {
             message: None,
             container: None,
             vm: None,
+            k8s: None,
         }
     }
 }

@@ -611,6 +611,11 @@ impl Agent {
         if self.caps(kind).sync {
             self.describe_sync(id);
         }
+        // What the kind adds to the object follows what it observed (a k8s object's
+        // resources and their readiness).
+        if let (Some(e), Some(d)) = (self.objects.get_mut(id), self.kinds.get(kind)) {
+            d.describe(&mut e.obj);
+        }
     }
 
     fn gone(&mut self, id: &str, message: String, detail: serde_json::Value, recovering: bool) {
@@ -718,7 +723,16 @@ impl Agent {
         };
         let kind = e.obj.kind;
         let caps = self.caps(kind);
-        let same = e.obj.pid == r.pid && e.cg.as_ref() == Some(&r.cgroup) && e.life.collecting;
+        // The same run as before: same pid and cgroup, already sampled (or, for a kind with
+        // no cgroup, already seen running).
+        let same = e.obj.pid == r.pid
+            && e.cg == r.cgroup
+            && match r.cgroup {
+                Some(_) => e.life.collecting,
+                None => {
+                    e.life.started_once && matches!(e.obj.status, Status::Running | Status::Paused)
+                }
+            };
         if !same {
             if let Err(err) = self.attach(id, &r) {
                 tracing::warn!(id, error = %err.message, "attaching to the workload's cgroup");
@@ -794,9 +808,16 @@ impl Agent {
     /// Points the collector at the workload's cgroup (first time, or a new one after a
     /// restart), and writes limits the outside system does not have yet.
     fn attach(&mut self, id: &str, r: &Running) -> Result<(), ApiError> {
-        let reader = self.cgroups.stat_reader(&r.cgroup).map_err(cgroup_error)?;
+        let Some(cg) = &r.cgroup else {
+            // Nothing on the node to sample or limit.
+            if let Some(e) = self.objects.get_mut(id) {
+                e.obj.pid = r.pid;
+            }
+            return Ok(());
+        };
+        let reader = self.cgroups.stat_reader(cg).map_err(cgroup_error)?;
         let net_pid = r.net_pid.filter(|p| self.own_netns(*p));
-        let path = self.cgroups.path(&r.cgroup);
+        let path = self.cgroups.path(cg);
         let ring = self.cfg.ring_size;
         let cgroups = self.cgroups.clone();
         let Some(e) = self.objects.get_mut(id) else {
@@ -806,16 +827,16 @@ impl Agent {
             // Restarted by the outside system with the limits it stores; those it has not been
             // told yet are written again.
             if let Some(d) = self.kinds.get(e.obj.kind) {
-                d.before_write(&r.cgroup, &e.obj.spec.resources)?;
+                d.before_write(cg, &e.obj.spec.resources)?;
             }
-            if let Err(er) = cgroups.apply(&r.cgroup, &e.obj.spec.resources) {
+            if let Err(er) = cgroups.apply(cg, &e.obj.spec.resources) {
                 tracing::warn!(id, error = %er, "re-applying limits to the workload's cgroup");
             }
             if e.obj.paused {
-                let _ = cgroups.freeze(&r.cgroup, true);
+                let _ = cgroups.freeze(cg, true);
             }
         }
-        e.cg = Some(r.cgroup.clone());
+        e.cg = Some(cg.clone());
         e.obj.cgroup = Some(path);
         e.obj.pid = r.pid;
         let target = Target::Cgroup { reader, net_pid };
@@ -936,6 +957,7 @@ impl Agent {
                 "kind {kind} is not available"
             )));
         };
+        driver.check_patch(&e.obj, &patch)?;
         // The kind's own section: the driver says what it becomes (or what cannot change).
         let new_section = match &patch.section {
             Some((key, _)) if key != kind.as_str() => {
@@ -993,19 +1015,21 @@ impl Agent {
                     ))
                     .with_field("paused"));
                 }
-                let Some(cg) = &cg else {
-                    return Err(ApiError::precondition(format!(
-                        "{} {} has no cgroup right now (it is stopping)",
-                        kind, e.obj.name
-                    ))
-                    .with_field("paused"));
-                };
                 match driver.pause(&id, &e.obj, p) {
                     Some(r) => r.map_err(|er| er.with_field("paused"))?,
-                    None => cgroups
-                        .freeze(cg, p)
-                        .map_err(cgroup_error)
-                        .map_err(|er| er.with_field("paused"))?,
+                    None => {
+                        let Some(cg) = &cg else {
+                            return Err(ApiError::precondition(format!(
+                                "{} {} has no cgroup right now (it is stopping)",
+                                kind, e.obj.name
+                            ))
+                            .with_field("paused"));
+                        };
+                        cgroups
+                            .freeze(cg, p)
+                            .map_err(cgroup_error)
+                            .map_err(|er| er.with_field("paused"))?
+                    }
                 }
                 e.obj.paused = p;
                 e.obj.status = if p { Status::Paused } else { Status::Running };

@@ -24,6 +24,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod k8s;
 pub mod process;
 pub mod vm;
 
@@ -127,8 +128,9 @@ impl Main {
 pub struct Running {
     /// The main process, where there is one.
     pub pid: Option<u32>,
-    /// The cgroup to control and sample.
-    pub cgroup: CgroupRef,
+    /// The cgroup to control and sample; `None` for a kind that runs nothing on the node (a
+    /// `k8s` manifest): no collector, no cgroup writes.
+    pub cgroup: Option<CgroupRef>,
     /// A pid whose network namespace may be the object's own (the core checks): its
     /// `/proc/<pid>/net/dev` gives the object's network counters.
     pub net_pid: Option<u32>,
@@ -312,6 +314,16 @@ pub trait KindDriver: Send {
         &self,
         _cg: &CgroupRef,
         _r: &nodeagent_types::Resources,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Called first on every PATCH: a kind refuses what it cannot take (`resources` for a
+    /// kind that runs nothing on the node), naming the field.
+    fn check_patch(
+        &self,
+        _obj: &Object,
+        _patch: &nodeagent_types::ObjectPatch,
     ) -> Result<(), ApiError> {
         Ok(())
     }

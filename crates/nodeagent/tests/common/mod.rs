@@ -11,6 +11,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod k8s;
 pub mod nats;
 pub mod netns;
 

@@ -29,11 +29,16 @@ pub const MIN_MEMORY: u64 = 1 << 20;
 
 mod cgroup;
 mod container;
+mod k8s;
 mod process;
 mod vm;
 
 pub use cgroup::CgroupSpec;
 pub use container::{ContainerNetwork, ContainerSpec, Mount};
+pub use k8s::{
+    is_dns_label, is_dns_subdomain, Document, K8sSpec, K8sWait, Manifest, LABEL_ID as K8S_LABEL_ID,
+    MAX_DOCUMENTS, MAX_MANIFEST_BYTES,
+};
 pub use process::{ProcessSpec, RestartPolicy};
 pub use vm::{
     check_vm_path, Accel, Disk, DiskFormat, Forward, NetMode, Protocol, VmNetwork, VmSpec, WaitFor,
@@ -157,6 +162,7 @@ kind_sections! {
     Cgroup => "cgroup": CgroupSpec,
     Container => "container": ContainerSpec,
     Vm => "vm": VmSpec,
+    K8s => "k8s": K8sSpec,
 }
 
 /// Finds a kind's section in a [`KindSpec`]; generated for every section type.

@@ -2,7 +2,7 @@
 //! `crates/api/build.rs`, which picks them per proto field shape). They are generic over the
 //! field's Rust type, so that one attribute string serves every field of a shape.
 
-use serde::de::{Deserializer, Visitor};
+use serde::de::{Deserialize as _, Deserializer, Visitor};
 use serde::ser::{Serialize, Serializer};
 use std::fmt;
 
@@ -71,18 +71,20 @@ impl Text for Option<String> {
 
 /// `deserialize_with` of string fields: the JSON model writes some quantities as numbers where
 /// the proto has a string (`resources.memory` is reported as a byte count), so a number is read
-/// as its decimal form.
+/// as its decimal form. A list or a map is read as its JSON text: a `k8s` manifest given to the
+/// JSON API as a list of objects is YAML text in the proto (JSON is YAML, so the text means the
+/// same documents when it comes back).
 pub fn text<'de, D: Deserializer<'de>, T: Text>(d: D) -> Result<T, D::Error> {
     T::from_text(d)
 }
 
 struct TextVisitor;
 
-impl Visitor<'_> for TextVisitor {
+impl<'de> Visitor<'de> for TextVisitor {
     type Value = String;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string or a number")
+        f.write_str("a string, a number, a list or a map")
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
@@ -102,6 +104,16 @@ impl Visitor<'_> for TextVisitor {
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<String, A::Error> {
+        let v = serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(a))?;
+        Ok(v.to_string())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<String, A::Error> {
+        let v = serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(a))?;
         Ok(v.to_string())
     }
 }
@@ -150,7 +162,13 @@ mod tests {
         assert_eq!(t.o.as_deref(), Some("67108864"));
         let t: T = serde_json::from_value(serde_json::json!({"o": null, "f": null})).expect("null");
         assert_eq!(t.o, None);
-        assert!(serde_json::from_value::<T>(serde_json::json!({"s": [1], "f": null})).is_err());
+        let t: T = serde_json::from_value(
+            serde_json::json!({"s": [{"a": 1}], "o": {"b": [2]}, "f": null}),
+        )
+        .expect("a list and a map");
+        assert_eq!(t.s, r#"[{"a":1}]"#);
+        assert_eq!(t.o.as_deref(), Some(r#"{"b":[2]}"#));
+        assert!(serde_json::from_value::<T>(serde_json::json!({"s": true, "f": null})).is_err());
         assert!(serde_json::to_value(&t).is_ok());
         for (bad, text) in [
             (f64::NAN, "NaN"),

@@ -88,7 +88,7 @@ impl KindDriver for CgroupKind {
         };
         let running = Running {
             pid: None,
-            cgroup: a.cg.clone(),
+            cgroup: Some(a.cg.clone()),
             net_pid: a.origins.first().map(|o| o.0),
             main: None,
             paused: None,
@@ -196,7 +196,7 @@ impl KindDriver for CgroupKind {
         }
         Step::Now(Ok(Observed::Running(Running {
             pid: None,
-            cgroup: cg,
+            cgroup: Some(cg),
             net_pid: None,
             main: None,
             paused: Some(obj.paused),

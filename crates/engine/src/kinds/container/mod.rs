@@ -96,7 +96,7 @@ impl ContainerKind {
                 Some(pid) => match mgr.cgroup_of(pid) {
                     Ok(cg) => Observed::Running(Running {
                         pid: Some(pid),
-                        cgroup: cg,
+                        cgroup: Some(cg),
                         net_pid: Some(pid),
                         main: None,
                         paused: Some(info.paused),

@@ -42,7 +42,7 @@ impl ProcessKind {
     fn running(cg: CgroupRef, sp: &Spawned) -> Observed {
         Observed::Running(Running {
             pid: Some(sp.pid),
-            cgroup: cg,
+            cgroup: Some(cg),
             net_pid: None,
             main: Some(Main::Child(sp.pid)),
             paused: None,
@@ -184,7 +184,7 @@ impl KindDriver for ProcessKind {
                 tracing::info!(id = %obj.id, pid, "re-adopted process");
                 Step::Now(Ok(Observed::Running(Running {
                     pid: Some(pid),
-                    cgroup: cg,
+                    cgroup: Some(cg),
                     net_pid: None,
                     main: Some(Main::Foreign {
                         pid,

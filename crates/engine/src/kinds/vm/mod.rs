@@ -244,7 +244,7 @@ impl VmKind {
     ) -> Observed {
         let obs = Observed::Running(Running {
             pid: Some(pid),
-            cgroup: CgroupRef::Owned(id.to_string()),
+            cgroup: Some(CgroupRef::Owned(id.to_string())),
             net_pid: None,
             main: Some(main),
             paused,
