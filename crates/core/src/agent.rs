@@ -172,11 +172,12 @@ impl Agent {
         }
         let collector =
             Collector::start(procfs.clone(), node.clone()).map_err(CoreError::Collector)?;
+        let policy = Arc::new(crate::policy::Policy::new(&cfg.policy, &cfg.proc_root)?);
         let shared = Arc::new(Shared {
             series: SeriesMap::default(),
             events,
             ready: Default::default(),
-            policy: crate::policy::Policy::new(&cfg.policy, &cfg.proc_root)?,
+            policy: policy.clone(),
             sinks: sink_map.values().cloned().collect(),
         });
         let (tx, rx) = mpsc::channel(1024);
@@ -187,6 +188,7 @@ impl Agent {
             cgroup_root: cfg.cgroup_root.clone(),
             objects_dir: sd.join("objects"),
             stop_grace: cfg.stop_grace,
+            policy,
         };
         let kinds = Kinds::new(&env, kinds);
         let own_net_ns = procfs.net_ns(std::process::id());

@@ -15,7 +15,7 @@ pub(crate) struct Shared {
     pub ready: AtomicBool,
     /// Checked on every create by the kind's rules, before anything else (see
     /// [`crate::policy`]).
-    pub policy: crate::policy::Policy,
+    pub policy: Arc<crate::policy::Policy>,
     /// Every sink (built-in and configured), by name, for `/v1/sinks` and `/metrics`.
     pub sinks: Vec<Arc<nodeagent_engine::sinks::SinkHandle>>,
 }

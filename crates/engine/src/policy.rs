@@ -339,6 +339,40 @@ impl Policy {
         Ok(())
     }
 
+    /// A cluster-scoped document of a `k8s` manifest, known only once the cluster says so (at
+    /// the apply's planning). It lies outside every namespace, so with `k8s_namespaces` set it
+    /// is refused, unless `k8s_kinds` names its kind exactly (`rbac.authorization.k8s.io/
+    /// ClusterRole`; a `group/*` entry is not enough): a namespace rule that a ClusterRoleBinding
+    /// could step around would not be a rule.
+    pub fn check_k8s_cluster_scoped(&self, d: &nodeagent_types::Document) -> Result<(), ApiError> {
+        let Some(namespaces) = &self.k8s_namespaces else {
+            return Ok(());
+        };
+        if namespaces.iter().any(|n| n == "*") {
+            return Ok(());
+        }
+        let name = if d.group.is_empty() {
+            d.kind.clone()
+        } else {
+            format!("{}/{}", d.group, d.kind)
+        };
+        let named = self
+            .k8s_kinds
+            .as_ref()
+            .is_some_and(|kinds| kinds.contains(&name));
+        if named {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(
+            d.field("kind"),
+            RULE_K8S_NAMESPACES,
+            format!(
+                "{name} is cluster-scoped, outside the allowed namespaces; name it in \
+                 policy.k8s_kinds to allow it"
+            ),
+        ))
+    }
+
     /// Whether `spec` may be created, by the rules of its kind. The kinds call the rules that
     /// concern them from [`crate::kinds::KindDriver::admit`]; this dispatch is for the tests.
     #[cfg(test)]

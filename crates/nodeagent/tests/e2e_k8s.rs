@@ -523,17 +523,53 @@ fn the_policy_limits_namespaces_and_kinds() {
     assert_eq!(e["error"]["rule"], "policy.k8s_kinds");
     assert_eq!(e["error"]["field"], "k8s.manifest[0].kind");
     assert!(cp.get_json(&["secret", "s", "-n", &ns.0]).is_none());
+    // A cluster-scoped kind lies outside every allowed namespace: refused once the cluster has
+    // said it is cluster-scoped, although the kinds rule allows its group by a wildcard (only
+    // naming the kind exactly lets it through).
+    let (d2, _dir2) = daemon(
+        cp,
+        &format!(
+            "[policy]\nk8s_namespaces = [\"{}\"]\nk8s_kinds = [\"ConfigMap\", \"rbac.authorization.k8s.io/*\"]\n",
+            ns.0
+        ),
+    );
+    let role_name = format!("nae2e-{}", random_suffix());
+    let cr = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": role_name}, "rules": []});
+    let (s, e) = d2.http(
+        "POST",
+        "/v1/objects?wait=true",
+        Some(&spec(
+            "p5",
+            &ns.0,
+            json!([configmap("before", json!({})), cr]),
+        )),
+    );
+    assert_eq!(s, 403, "{e}");
+    assert_eq!(e["error"]["rule"], "policy.k8s_namespaces");
+    assert_eq!(e["error"]["field"], "k8s.manifest[1].kind");
+    assert!(cp.get_json(&["clusterrole", &role_name]).is_none());
+    assert!(cp.get_json(&["configmap", "before", "-n", &ns.0]).is_none());
+
     let (s, o) = d.http(
         "POST",
         "/v1/objects?wait=true",
         Some(&spec("p4", &ns.0, json!([configmap("ok", json!({}))]))),
     );
     assert_eq!(s, 201, "{o}");
-    let (s, _) = d.http(
-        "DELETE",
-        &format!("/v1/objects/{}?wait=true", o["id"].as_str().unwrap()),
-        None,
+    let id = o["id"].as_str().unwrap().to_string();
+    // A PATCH may not reach what a create may not.
+    let mut m = configmap("ok", json!({}));
+    m["metadata"]["namespace"] = json!("default");
+    let (s, e) = d.http(
+        "PATCH",
+        &format!("/v1/objects/{id}"),
+        Some(&json!({"k8s": {"manifest": [m]}})),
     );
+    assert_eq!(s, 403, "{e}");
+    assert_eq!(e["error"]["rule"], "policy.k8s_namespaces");
+    assert!(cp.get_json(&["configmap", "ok", "-n", "default"]).is_none());
+    let (s, _) = d.http("DELETE", &format!("/v1/objects/{id}?wait=true"), None);
     assert_eq!(s, 200);
 }
 
@@ -586,7 +622,7 @@ fn cluster_credentials_never_appear_in_logs_events_or_the_api() {
     assert_eq!(s, 201, "{obj}");
     let id = obj["id"].as_str().unwrap().to_string();
     // A failing apply too (its error passes through the agent).
-    let (s, _) = d.http(
+    let (s, e) = d.http(
         "POST",
         "/v1/objects?wait=true",
         Some(&spec(
@@ -596,7 +632,9 @@ fn cluster_credentials_never_appear_in_logs_events_or_the_api() {
             "metadata": {"name": "d"}, "data": {"k": 7}}]),
         )),
     );
-    assert_eq!(s, 400);
+    assert_eq!(s, 400, "{e}");
+    // The server's schema refusal names the document's field.
+    assert_eq!(e["error"]["field"], "k8s.manifest[0].data.k", "{e}");
     let (_, all) = d.http("GET", "/v1/objects", None);
     let (_, ev) = d.http("GET", "/v1/events", None);
     let (_, m) = d.get_text("/metrics");

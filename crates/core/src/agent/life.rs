@@ -966,7 +966,15 @@ impl Agent {
                     format!("`{key}` is only allowed for kind {key}, not {kind}"),
                 ));
             }
-            Some((_, changes)) => Some((driver.patch_section(&e.obj, changes)?, changes.clone())),
+            Some((_, changes)) => {
+                let sec = driver.patch_section(&e.obj, changes)?;
+                // The section as it would be is admitted as a create's is: a PATCH may not
+                // reach what the policy refuses a create (a k8s manifest's namespaces).
+                let mut would_be = e.obj.spec.clone();
+                would_be.section = Some(sec.clone());
+                driver.admit(&would_be, &self.shared.policy)?;
+                Some((sec, changes.clone()))
+            }
             None => None,
         };
         let mut changed = None;

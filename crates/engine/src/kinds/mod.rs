@@ -75,6 +75,10 @@ pub struct KindEnv {
     pub objects_dir: PathBuf,
     /// Time a workload gets between the polite and the forced stop.
     pub stop_grace: Duration,
+    /// The node's policy, for the rules a kind can check only once an outside system has
+    /// answered (a `k8s` document's scope); what a spec alone shows is checked in
+    /// [`KindDriver::admit`].
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// Builds a kind once the core knows the node (the binary lists the kinds as these).

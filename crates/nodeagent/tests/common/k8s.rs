@@ -9,7 +9,7 @@
 //! as long as the test binary and get `PR_SET_PDEATHSIG`, so they die with it, whatever way
 //! it ends.
 
-use super::{eventually, free_port};
+use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -23,7 +23,9 @@ pub struct ControlPlane {
     pub bin: PathBuf,
 }
 
-static CP: OnceLock<ControlPlane> = OnceLock::new();
+/// The control plane, or why it did not start (each test then fails at once with the reason,
+/// rather than trying again).
+static CP: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
 /// The directory of the built binaries; a missing build is a failure that says what to run.
 pub fn k8s_bin_dir() -> PathBuf {
@@ -50,12 +52,21 @@ pub fn k8s_bin_dir() -> PathBuf {
 
 /// The control plane of this test binary, started on first use.
 pub fn control_plane() -> &'static ControlPlane {
-    CP.get_or_init(|| {
+    let cp = CP.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("k8s-control-plane".into())
             .spawn(move || {
-                let (cp, _children) = start();
+                let started = std::panic::catch_unwind(start).map_err(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "it panicked".into())
+                });
+                let (cp, _children) = match started {
+                    Ok(v) => (Ok(v.0), v.1),
+                    Err(e) => (Err(e), Vec::new()),
+                };
                 tx.send(cp).unwrap();
                 // The children die with this thread (PR_SET_PDEATHSIG): it lives as long as
                 // the test binary, and holds them.
@@ -64,8 +75,65 @@ pub fn control_plane() -> &'static ControlPlane {
                 }
             })
             .unwrap();
-        rx.recv().expect("the control plane did not start")
-    })
+        rx.recv()
+            .unwrap_or_else(|_| Err("the control plane's thread ended".into()))
+    });
+    match cp {
+        Ok(cp) => cp,
+        Err(why) => panic!("the test control plane did not start: {why}"),
+    }
+}
+
+/// Waits for `ready` while `child` runs: its exit ends the wait with the end of its log.
+fn wait_for(
+    child: &mut std::process::Child,
+    log: &Path,
+    timeout: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) {
+    let start = std::time::Instant::now();
+    loop {
+        if ready() {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "waiting for {what}: it exited ({st}); the end of {}:\n{}",
+                log.display(),
+                tail.join("\n")
+            );
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what} (log: {})",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the exit of the test binary cleans up: the components' pids and their directory
+/// (etcd's data alone preallocates 64 MB).
+static CLEANUP: std::sync::Mutex<(Vec<i32>, Option<PathBuf>)> =
+    std::sync::Mutex::new((Vec::new(), None));
+
+extern "C" fn clean_up_at_exit() {
+    if let Ok(mut c) = CLEANUP.lock() {
+        for pid in c.0.drain(..) {
+            // SAFETY: a plain kill(2) of a child this binary started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(dir) = c.1.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn spawn(bin: &Path, args: &[String], log: &Path) -> std::process::Child {
@@ -85,8 +153,13 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> std::process::Child {
             Ok(())
         });
     }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    if let Ok(mut c) = CLEANUP.lock() {
+        c.0.push(child.id() as i32);
+    }
+    child
 }
 
 fn start() -> (ControlPlane, Vec<std::process::Child>) {
@@ -94,6 +167,13 @@ fn start() -> (ControlPlane, Vec<std::process::Child>) {
     let bin = k8s_bin_dir();
     let dir = std::env::temp_dir().join(format!("nodeagent-k8s-{}", super::random_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
+    if let Ok(mut c) = CLEANUP.lock() {
+        c.1 = Some(dir.clone());
+    }
+    // SAFETY: registers a plain function, once per binary.
+    unsafe {
+        libc::atexit(clean_up_at_exit);
+    }
     let (ca, cert, key) = certs(&dir);
     let token = format!("t{}", super::random_suffix());
     std::fs::write(
@@ -122,11 +202,14 @@ fn start() -> (ControlPlane, Vec<std::process::Child>) {
         ],
         &dir.join("etcd.log"),
     ));
-    eventually(Duration::from_secs(30), "etcd listening", || {
-        std::net::TcpStream::connect(("127.0.0.1", etcd_port))
-            .ok()
-            .map(|_| ())
-    });
+    let etcd = children.last_mut().unwrap();
+    wait_for(
+        etcd,
+        &dir.join("etcd.log"),
+        Duration::from_secs(30),
+        "etcd",
+        || std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok(),
+    );
     let port = free_port();
     let key_s = key.display().to_string();
     children.push(spawn(
@@ -142,7 +225,8 @@ fn start() -> (ControlPlane, Vec<std::process::Child>) {
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
             "--authorization-mode=AlwaysAllow".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
-            format!("--service-account-key-file={key_s}"),
+            // Public keys only: the serving certificate carries the key's public half.
+            format!("--service-account-key-file={}", cert.display()),
             format!("--service-account-signing-key-file={key_s}"),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
@@ -159,10 +243,17 @@ fn start() -> (ControlPlane, Vec<std::process::Child>) {
         token,
         bin: bin.clone(),
     };
-    eventually(Duration::from_secs(90), "kube-apiserver ready", || {
-        let o = cp.kubectl(&["get", "--raw", "/readyz"]);
-        (o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok").then_some(())
-    });
+    let apiserver = children.last_mut().unwrap();
+    wait_for(
+        apiserver,
+        &dir.join("kube-apiserver.log"),
+        Duration::from_secs(90),
+        "kube-apiserver's /readyz",
+        || {
+            let o = cp.kubectl(&["get", "--raw", "/readyz"]);
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok"
+        },
+    );
     // The controllers that give a Deployment its ReplicaSet and conditions, and collect what
     // a background delete leaves (no token controller: no service-account tokens here).
     children.push(spawn(
@@ -178,12 +269,18 @@ fn start() -> (ControlPlane, Vec<std::process::Child>) {
         ],
         &dir.join("kube-controller-manager.log"),
     ));
-    eventually(Duration::from_secs(60), "the default namespace", || {
-        cp.kubectl(&["get", "namespace", "default"])
-            .status
-            .success()
-            .then_some(())
-    });
+    let kcm = children.last_mut().unwrap();
+    wait_for(
+        kcm,
+        &dir.join("kube-controller-manager.log"),
+        Duration::from_secs(60),
+        "the default namespace",
+        || {
+            cp.kubectl(&["get", "namespace", "default"])
+                .status
+                .success()
+        },
+    );
     (cp, children)
 }
 

@@ -191,7 +191,7 @@ fn too_large(n: usize) -> ApiError {
 }
 
 /// The documents of YAML text; empty documents (a leading `---`, comments only) are skipped,
-/// as kubectl does.
+/// as kubectl does, and a document that is a list gives its items.
 fn parse_yaml(t: &str) -> Result<Vec<Value>, ApiError> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(t).enumerate() {
@@ -201,8 +201,12 @@ fn parse_yaml(t: &str) -> Result<Vec<Value>, ApiError> {
                 format!("YAML document {} does not parse: {e}", i + 1),
             )
         })?;
-        if !v.is_null() {
-            out.push(v);
+        match v {
+            Value::Null => {}
+            // A document that is a list holds documents: the JSON form of a manifest (a list
+            // of objects) given as text, as the gRPC API carries it.
+            Value::Array(items) => out.extend(items),
+            v => out.push(v),
         }
         if out.len() > MAX_DOCUMENTS {
             break;
@@ -456,7 +460,7 @@ mod tests {
             )
         };
         assert_eq!(
-            field(&cm(r#"{"name":"Bad_Name"}"#)).as_deref(),
+            field(&cm(r#"{"name":"bad/name"}"#)).as_deref(),
             Some("k8s.manifest[1].metadata.name")
         );
         assert_eq!(

@@ -124,11 +124,12 @@ impl Planned {
 }
 
 /// Phase one of an apply: every document's kind is served (or defined by a CRD of the same
-/// manifest), cluster-scoped kinds name no namespace, and nothing in the way belongs to
-/// someone else. `mine` says whether an existing resource is this object's (its id label).
+/// manifest), cluster-scoped kinds name no namespace and pass the policy's namespace rule, and
+/// nothing in the way belongs to someone else (a resource without this object's id label).
 pub async fn plan(
     cluster: &Cluster,
     client: &Client,
+    policy: &crate::policy::Policy,
     id: &str,
     docs: Vec<Document>,
     default_ns: &str,
@@ -142,7 +143,11 @@ pub async fn plan(
             target = cluster.resolve(client, &gvk, true).await?;
         }
         let Some(target) = target else {
-            if out.iter().any(|p| defines(&p.doc, &doc)) {
+            if let Some(crd) = out.iter().find(|p| defines(&p.doc, &doc)) {
+                let scope = crd.doc.object.get("spec").and_then(|s| s.get("scope"));
+                if scope.and_then(Value::as_str) == Some("Cluster") {
+                    policy.check_k8s_cluster_scoped(&doc)?;
+                }
                 out.push(Planned {
                     namespace: doc
                         .namespace
@@ -170,6 +175,7 @@ pub async fn plan(
                     .unwrap_or_else(|| default_ns.to_string()),
             )
         } else {
+            policy.check_k8s_cluster_scoped(&doc)?;
             if doc.namespace.is_some() {
                 return Err(ApiError::invalid(
                     doc.field("metadata.namespace"),
@@ -207,6 +213,17 @@ fn defines(crd: &Document, doc: &Document) -> bool {
             == Some(doc.kind.as_str())
 }
 
+/// The resource, or `None` when it is not there. Any 404 means not there: a kind whose CRD
+/// was deleted answers a plain-text `404 page not found` (not a `Status`), and its resources
+/// are gone with it.
+async fn fetch(r: &Ref, client: &Client) -> Result<Option<DynamicObject>, kube::Error> {
+    match r.api(client.clone()).get(&r.name).await {
+        Ok(o) => Ok(Some(o)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Refuses a resource that exists and is not this object's: the agent never takes over what
 /// it did not make.
 async fn check_owner(
@@ -216,9 +233,7 @@ async fn check_owner(
     r: &Ref,
     doc: &Document,
 ) -> Result<(), ApiError> {
-    let existing = r
-        .api(client.clone())
-        .get_opt(&r.name)
+    let existing = fetch(r, client)
         .await
         .map_err(|e| api_error(cluster.name(), e).with_field(doc.field("")))?;
     let Some(obj) = existing else {
@@ -370,9 +385,30 @@ fn doc_error(cluster: &str, doc: &Document, r: &Ref, e: kube::Error) -> ApiError
             .unwrap_or_else(|| doc.field("")),
         _ => doc.field(""),
     };
+    let field = schema_field(&e).map_or(field, |f| doc.field(f));
     let mut err = api_error(cluster, e);
+    if schema_field_message(&err.message).is_some() {
+        // 1.20 answers 500 to an apply whose document does not fit the kind's schema
+        // ("failed to create typed patch object: .data.k: expected string"); later servers
+        // answer 422. It is the document's fault either way.
+        err.code = ErrorCode::InvalidArgument;
+    }
     err.message = format!("{}: {}", r.describe(), err.message);
     err.with_field(field)
+}
+
+/// The field of a schema refusal, from its message (`.data.k` → `data.k`).
+fn schema_field(e: &kube::Error) -> Option<&str> {
+    match e {
+        kube::Error::Api(s) => schema_field_message(&s.message),
+        _ => None,
+    }
+}
+
+fn schema_field_message(m: &str) -> Option<&str> {
+    let rest = m.split_once("failed to create typed patch object: ")?.1;
+    let path = rest.split_once(": ")?.0.strip_prefix('.')?;
+    (!path.is_empty() && !path.contains(' ')).then_some(path)
 }
 
 /// Deletes `refs` in reverse order with background propagation; one already gone is fine.
@@ -400,7 +436,7 @@ pub async fn remaining(
 ) -> Result<Vec<Ref>, ApiError> {
     let mut left = Vec::new();
     for r in refs {
-        match r.api(client.clone()).get_opt(&r.name).await {
+        match fetch(r, client).await {
             Ok(Some(_)) => left.push(r.clone()),
             Ok(None) => {}
             Err(e) => return Err(api_error(cluster.name(), e)),
@@ -417,7 +453,7 @@ pub async fn look(
 ) -> Result<Vec<(Ref, Option<Seen>)>, ApiError> {
     let mut out = Vec::with_capacity(refs.len());
     for r in refs {
-        match r.api(client.clone()).get_opt(&r.name).await {
+        match fetch(r, client).await {
             Ok(Some(o)) => out.push((r.clone(), Some(Seen::of(r.clone(), &o)))),
             Ok(None) => out.push((r.clone(), None)),
             Err(e) => return Err(api_error(cluster.name(), e)),
@@ -484,4 +520,30 @@ pub async fn kinds_of(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schema_field_message;
+
+    #[test]
+    fn the_field_of_a_schema_refusal_is_read_from_its_message() {
+        assert_eq!(
+            schema_field_message(
+                "failed to create typed patch object: .data.k: expected string, got &value.valueUnstructured{Value:7}"
+            ),
+            Some("data.k")
+        );
+        assert_eq!(
+            schema_field_message(
+                "failed to create typed patch object: .spec.template.spec.containers[name=\"c\"].image: expected string"
+            ),
+            Some("spec.template.spec.containers[name=\"c\"].image")
+        );
+        assert_eq!(schema_field_message("something else: .a: b"), None);
+        assert_eq!(
+            schema_field_message("failed to create typed patch object: no path"),
+            None
+        );
+    }
 }

@@ -127,6 +127,7 @@ enum K8sMsg {
 
 pub struct K8sKind {
     clusters: Arc<Clusters>,
+    policy: Arc<Policy>,
     objects: HashMap<String, Work>,
     notify: Option<Notify>,
     follow: Option<mpsc::UnboundedSender<Follow>>,
@@ -157,9 +158,10 @@ fn gone_message(r: &Ref) -> String {
 }
 
 impl K8sKind {
-    pub fn new(_env: &KindEnv, clusters: Vec<ClusterConfig>) -> K8sKind {
+    pub fn new(env: &KindEnv, clusters: Vec<ClusterConfig>) -> K8sKind {
         K8sKind {
             clusters: Arc::new(Clusters::new(clusters)),
+            policy: env.policy.clone(),
             objects: HashMap::new(),
             notify: None,
             follow: None,
@@ -455,9 +457,10 @@ impl KindDriver for K8sKind {
             },
         );
         let id = id.to_string();
+        let policy = self.policy.clone();
         Step::later(async move {
             let client = cluster.client().await?;
-            let plan = apply::plan(&cluster, &client, &id, docs, &ns).await?;
+            let plan = apply::plan(&cluster, &client, &policy, &id, docs, &ns).await?;
             Ok(Box::new(plan) as Prepared)
         })
     }
@@ -527,13 +530,20 @@ impl KindDriver for K8sKind {
         self.check_later(id);
     }
 
+    /// Told once phase one has planned the manifest, before anything is applied.
     fn created_event(&self, obj: &Object) -> (String, serde_json::Value) {
-        let w = self.objects.get(&obj.id);
-        let cluster = w.map(|w| w.cluster.clone()).unwrap_or_default();
-        let n = w.map_or(0, |w| w.resources.len());
+        let cluster = self
+            .objects
+            .get(&obj.id)
+            .map(|w| w.cluster.clone())
+            .unwrap_or_default();
+        let n = Self::section(&obj.spec)
+            .ok()
+            .and_then(|s| s.manifest.documents().ok())
+            .map_or(0, |d| d.len());
         (
-            format!("applied {n} resources to cluster {cluster}"),
-            json!({"cluster": cluster, "resources": n}),
+            format!("applying {n} documents to cluster {cluster}"),
+            json!({"cluster": cluster, "documents": n}),
         )
     }
 
@@ -640,11 +650,20 @@ impl KindDriver for K8sKind {
         let sec = obj.spec.section::<K8sSpec>()?.clone();
         let old = w.refs();
         let notify = self.notify.clone();
+        let policy = self.policy.clone();
         let id = id.to_string();
-        Some(Box::pin(async move {
+        let run = async move {
             let docs = sec.manifest.documents()?;
             let client = cluster.client().await?;
-            let plan = apply::plan(&cluster, &client, &id, docs, sec.default_namespace()).await?;
+            let plan = apply::plan(
+                &cluster,
+                &client,
+                &policy,
+                &id,
+                docs,
+                sec.default_namespace(),
+            )
+            .await?;
             apply::apply_all(&cluster, &client, &id, &plan, true)
                 .await
                 .map_err(|p| p.error)?;
@@ -677,6 +696,15 @@ impl KindDriver for K8sKind {
                 .collect();
             tell(seen, true);
             apply::delete_all(&cluster, &client, &pruned).await
+        };
+        // The sync's message is all the object shows of a failure: it names the document.
+        Some(Box::pin(async move {
+            run.await.map_err(|mut e| {
+                if let Some(f) = &e.field {
+                    e.message = format!("{f}: {}", e.message);
+                }
+                e
+            })
         }))
     }
 
