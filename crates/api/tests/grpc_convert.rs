@@ -208,6 +208,7 @@ mod reference {
             // The generators make no vm specs; `vm_spec_and_status_through_proto` covers it.
             vm: None,
             k8s: None,
+            helm: None,
         }
     }
 
@@ -257,6 +258,7 @@ mod reference {
             }),
             // The generators make no k8s objects; `k8s_spec_and_status_through_proto` covers it.
             k8s: None,
+            helm: None,
         }
     }
 }
@@ -441,6 +443,7 @@ fn proto_spec() -> impl Strategy<Value = proto::ObjectSpec> {
                     collect: collect.map(|interval| proto::CollectSpec { interval }),
                     vm: None,
                     k8s: None,
+                    helm: None,
                 }
             },
         )
@@ -811,4 +814,74 @@ fn objects_report_defaults_and_byte_counts() {
         Some(nodeagent_types::ContainerNetwork::default().as_str())
     );
     assert_eq!(p.resources.unwrap().memory.as_deref(), Some("67108864"));
+}
+
+#[test]
+fn helm_spec_and_status_through_proto() {
+    let p = proto::ObjectSpec {
+        name: "web".into(),
+        kind: "helm".into(),
+        helm: Some(proto::HelmSpec {
+            chart: "/charts/demo".into(),
+            values: Some("greeting: hi\nnested: {a: 1}\n".into()),
+            value_files: vec!["/etc/v.yaml".into()],
+            namespace: Some("team".into()),
+            wait: Some(true),
+            timeout: Some("90s".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let s = read(&p).expect("valid");
+    let sec = s.section::<nodeagent_types::HelmSpec>().expect("helm");
+    assert_eq!(sec.values["nested"]["a"], 1);
+    assert!(sec.wait);
+    let values = sec.values.clone();
+    let mut bad = p.clone();
+    if let Some(h) = bad.helm.as_mut() {
+        h.chart = "--post-renderer=/bin/sh".into();
+    }
+    assert_eq!(
+        read(&bad).expect_err("a flag").field.as_deref(),
+        Some("helm.chart")
+    );
+
+    let mut o = Object::new(
+        "0123456789abcdef".into(),
+        s,
+        nodeagent_types::Status::Running,
+    );
+    o.helm = Some(nodeagent_types::HelmStatus {
+        cluster: "prod".into(),
+        release: "web".into(),
+        namespace: "team".into(),
+        revision: 2,
+        chart: "demo-0.1.0".into(),
+        app_version: "1.0.0".into(),
+        status: "deployed".into(),
+        description: "Upgrade complete".into(),
+        history: vec![nodeagent_types::HelmRevision {
+            revision: 1,
+            updated: "2026-01-01T00:00:00Z".into(),
+            status: "superseded".into(),
+            chart: "demo-0.1.0".into(),
+            app_version: "1.0.0".into(),
+            description: "Install complete".into(),
+        }],
+        sync: nodeagent_types::SyncState::InSync,
+        sync_message: None,
+    });
+    let got: proto::Object = nodeagent_api::grpc::convert::to_proto(&o).expect("encodes");
+    let st = got.helm.as_ref().expect("helm status");
+    assert_eq!((st.revision, st.status.as_deref()), (2, Some("deployed")));
+    assert_eq!(st.history[0].status, "superseded");
+    // The values map came back as text, and that text is the same values.
+    let again = read(&got.spec.expect("spec")).expect("valid again");
+    assert_eq!(
+        again
+            .section::<nodeagent_types::HelmSpec>()
+            .expect("helm")
+            .values,
+        values
+    );
 }

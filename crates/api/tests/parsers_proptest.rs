@@ -224,6 +224,7 @@ proptest! {
             collect: None,
             vm: None,
             k8s: None,
+            helm: None,
         };
         let converted = nodeagent_api::grpc::convert::spec_json(&spec)
             .and_then(|v| nodeagent_api::grpc::convert::json_bytes(&v));

@@ -161,12 +161,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| "qemu-system-x86_64".to_string());
+    // The helm kind's helm: NODEAGENT_HELM, or helm on PATH.
+    let helm = std::env::var("NODEAGENT_HELM")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "helm".to_string());
+    let helm_clusters = cfg.clusters.clone();
     let kinds = vec![
         kinds::kind(kinds::process::ProcessKind::new),
         kinds::kind(kinds::cgroup::CgroupKind::new),
         kinds::kind(move |env| kinds::container::ContainerKind::new(env, &docker_socket)),
         kinds::kind(move |env| kinds::vm::VmKind::new(env, &qemu)),
         kinds::kind(move |env| kinds::k8s::K8sKind::new(env, clusters)),
+        kinds::kind(move |env| kinds::helm::HelmKind::new(env, helm_clusters, helm)),
     ];
     let (agent, handle) =
         Agent::start(cfg.core_config(), kinds).context("starting the agent core")?;

@@ -76,6 +76,7 @@ fn grpc_create_get_update_delete() {
                     paused: None,
                     vm: None,
                     k8s: None,
+                    helm: None,
                 }),
                 wait: true,
             })

@@ -13,6 +13,7 @@ pub enum Kind {
     Container,
     Vm,
     K8s,
+    Helm,
     Host,
 }
 
@@ -24,6 +25,7 @@ impl Kind {
             Kind::Container => "container",
             Kind::Vm => "vm",
             Kind::K8s => "k8s",
+            Kind::Helm => "helm",
             Kind::Host => "host",
         }
     }

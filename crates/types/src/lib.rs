@@ -16,15 +16,15 @@ pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use kind::{Kind, Status};
 pub use object::{
-    is_object_id, new_object_id, ContainerStatus, K8sResource, K8sState, K8sStatus, Object,
-    ObjectId, ObjectPatch, SyncState, VmStatus, HOST_ID,
+    is_object_id, new_object_id, ContainerStatus, HelmRevision, HelmStatus, K8sResource, K8sState,
+    K8sStatus, Object, ObjectId, ObjectPatch, SyncState, VmStatus, HOST_ID,
 };
 pub use quantity::{parse_cpuset, parse_duration, parse_memory, CpuSet, Duration, Memory};
 pub use report::ReportMode;
 pub use sample::{CpuModes, DeviceCounters, HostStats, Sample};
 pub use spec::{
     is_dns_label, is_dns_subdomain, CgroupSpec, CollectSpec, ContainerNetwork, ContainerSpec,
-    Document, K8sSpec, K8sWait, KindSection, KindSpec, Manifest, Mount, ObjectSpec, ProcessSpec,
-    Resources, RestartPolicy, SectionOf, VmSpec, K8S_LABEL_ID,
+    Document, HelmSpec, K8sSpec, K8sWait, KindSection, KindSpec, Manifest, Mount, ObjectSpec,
+    ProcessSpec, Resources, RestartPolicy, SectionOf, VmSpec, K8S_LABEL_ID,
 };
 pub use time::Timestamp;

@@ -89,6 +89,56 @@ pub struct Object {
     /// The cluster side of a `k8s` object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s: Option<K8sStatus>,
+    /// The release of a `helm` object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmStatus>,
+}
+
+/// What the agent knows of a `helm` object's release (from `helm status` and `helm history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelmStatus {
+    pub cluster: String,
+    pub release: String,
+    pub namespace: String,
+    /// The release's current revision (0 before the first install ends).
+    #[serde(default)]
+    pub revision: u32,
+    /// `name-version` of the chart of the current revision.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chart: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app_version: String,
+    /// helm's status of the release: `deployed`, `failed`, `pending-install`,
+    /// `pending-upgrade`, `pending-rollback`, `superseded`, `uninstalling`...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    /// helm's description of the current revision ("Upgrade complete", or what failed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The revision history, oldest first (`helm history`).
+    #[serde(default)]
+    pub history: Vec<HelmRevision>,
+    /// Whether the release has the spec's chart, version and values (a PATCH being
+    /// upgraded: pending).
+    #[serde(default)]
+    pub sync: SyncState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_message: Option<String>,
+}
+
+/// One revision of a release, as `helm history` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelmRevision {
+    pub revision: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub updated: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chart: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app_version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
 }
 
 /// What the agent knows of a `k8s` object's resources in its cluster.
@@ -228,6 +278,7 @@ impl Object {
             container: None,
             vm: None,
             k8s: None,
+            helm: None,
         }
     }
 }

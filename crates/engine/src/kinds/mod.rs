@@ -24,6 +24,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod helm;
 pub mod k8s;
 pub mod process;
 pub mod vm;

@@ -29,12 +29,14 @@ pub const MIN_MEMORY: u64 = 1 << 20;
 
 mod cgroup;
 mod container;
+mod helm;
 mod k8s;
 mod process;
 mod vm;
 
 pub use cgroup::CgroupSpec;
 pub use container::{ContainerNetwork, ContainerSpec, Mount};
+pub use helm::{is_release_name, HelmSpec, MAX_RELEASE_NAME, MAX_VALUES_BYTES};
 pub use k8s::{
     is_dns_label, is_dns_subdomain, Document, K8sSpec, K8sWait, Manifest, LABEL_ID as K8S_LABEL_ID,
     MAX_DOCUMENTS, MAX_MANIFEST_BYTES,
@@ -163,6 +165,7 @@ kind_sections! {
     Container => "container": ContainerSpec,
     Vm => "vm": VmSpec,
     K8s => "k8s": K8sSpec,
+    Helm => "helm": HelmSpec,
 }
 
 /// Finds a kind's section in a [`KindSpec`]; generated for every section type.

@@ -68,7 +68,8 @@ impl ClusterConfig {
         }
     }
 
-    fn source(&self) -> String {
+    /// Where the credentials come from, for messages (a path, never the credentials).
+    pub fn source(&self) -> String {
         match &self.kubeconfig {
             Some(p) => format!("kubeconfig {}", p.display()),
             None => "the pod's service account".to_string(),
@@ -253,15 +254,21 @@ impl Clusters {
     /// The cluster a spec names (or the only one): 503 when none is configured, 400 naming
     /// `k8s.cluster` when it is not one of them.
     pub fn pick(&self, name: Option<&str>) -> Result<Arc<Cluster>, ApiError> {
+        self.pick_for("k8s", name)
+    }
+
+    /// [`Clusters::pick`] for the kind whose section is `key` (errors name `<key>.cluster`).
+    pub fn pick_for(&self, key: &str, name: Option<&str>) -> Result<Arc<Cluster>, ApiError> {
         if self.by_name.is_empty() {
-            return Err(ApiError::unavailable(
-                "the k8s kind has no cluster: add a [[cluster]] (name, kubeconfig) to the config file",
-            ));
+            return Err(ApiError::unavailable(format!(
+                "the {key} kind has no cluster: add a [[cluster]] (name, kubeconfig) to the config file"
+            )));
         }
+        let field = format!("{key}.cluster");
         match name {
             Some(n) => self.by_name.get(n).cloned().ok_or_else(|| {
                 ApiError::invalid(
-                    "k8s.cluster",
+                    field,
                     format!(
                         "no cluster {n:?} is configured (configured: {})",
                         self.names()
@@ -270,7 +277,7 @@ impl Clusters {
             }),
             None => self.only.clone().ok_or_else(|| {
                 ApiError::invalid(
-                    "k8s.cluster",
+                    field,
                     format!("name one of the configured clusters: {}", self.names()),
                 )
             }),
