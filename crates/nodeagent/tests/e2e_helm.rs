@@ -10,8 +10,8 @@
 
 mod common;
 
-use common::k8s::{control_plane, ControlPlane};
-use common::{eventually, random_suffix, Daemon, Opts};
+use common::k8s::{control_plane, ControlPlane, Ns};
+use common::{eventually, Daemon, Opts};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,24 +39,6 @@ fn chart() -> String {
         .join("tests/charts/demo")
         .display()
         .to_string()
-}
-
-/// A namespace of the test's own, deleted when the guard drops.
-struct Ns(String);
-
-impl Ns {
-    fn new(cp: &ControlPlane) -> Ns {
-        let name = format!("nahelm-{}", random_suffix());
-        let o = cp.kubectl(&["create", "namespace", &name]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        Ns(name)
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = control_plane().kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
-    }
 }
 
 /// The same helm binary as the agent's, run by the test against the same cluster.
@@ -160,7 +142,7 @@ fn nothing_installed(cp: &ControlPlane, helm: &HelmCli, ns: &str, r: &str) {
 #[test]
 fn install_upgrade_by_patch_and_uninstall() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nahelm");
     let helm = HelmCli::new(cp);
     let (d, _dir) = daemon(cp);
 
@@ -286,7 +268,7 @@ fn install_upgrade_by_patch_and_uninstall() {
 #[test]
 fn a_bad_chart_or_bad_values_are_refused_naming_the_field_with_nothing_installed() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nahelm");
     let helm = HelmCli::new(cp);
     let (d, _dir) = daemon(cp);
     let post = |body: &Value| d.http("POST", "/v1/objects?wait=true", Some(body));
@@ -373,7 +355,7 @@ fn a_bad_chart_or_bad_values_are_refused_naming_the_field_with_nothing_installed
 #[test]
 fn after_kill_9_the_agent_finds_the_release_without_installing_again() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nahelm");
     let helm = HelmCli::new(cp);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -435,7 +417,7 @@ fn after_kill_9_the_agent_finds_the_release_without_installing_again() {
 #[test]
 fn a_release_uninstalled_by_hand_deletes_cleanly() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nahelm");
     let helm = HelmCli::new(cp);
     let (d, _dir) = daemon(cp);
     let (s, obj) = d.http(
@@ -456,7 +438,7 @@ fn a_release_uninstalled_by_hand_deletes_cleanly() {
 #[test]
 fn a_missing_helm_binary_is_a_503_that_says_so() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nahelm");
     let dir = tempfile::tempdir().unwrap();
     let mut opts = daemon_opts(cp, dir.path(), None);
     opts.env = vec![("NODEAGENT_HELM".into(), "/nonexistent/helm".into())];

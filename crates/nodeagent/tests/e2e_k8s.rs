@@ -9,34 +9,10 @@
 
 mod common;
 
-use common::k8s::{control_plane, ControlPlane};
+use common::k8s::{control_plane, ControlPlane, Ns};
 use common::{eventually, random_suffix, Daemon, Opts};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-/// A namespace of the test's own, deleted when the guard drops.
-struct Ns(String);
-
-impl Ns {
-    fn new(cp: &ControlPlane) -> Ns {
-        let name = format!("nae2e-{}", random_suffix());
-        let o = cp.kubectl(&["create", "namespace", &name]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        Ns(name)
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Some(cp) = cp_if_started() {
-            let _ = cp.kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
-        }
-    }
-}
-
-fn cp_if_started() -> Option<&'static ControlPlane> {
-    Some(control_plane())
-}
 
 /// An agent configured with the test cluster as `test`.
 fn daemon(cp: &ControlPlane, extra: &str) -> (Daemon, tempfile::TempDir) {
@@ -81,7 +57,7 @@ fn has_event(d: &Daemon, id: &str, kind: &str) -> bool {
 #[test]
 fn a_configmap_is_applied_with_the_id_label_and_deleted() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let (d, _dir) = daemon(cp, "");
     let manifest =
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: fast\n";
@@ -133,7 +109,7 @@ fn a_configmap_is_applied_with_the_id_label_and_deleted() {
 #[test]
 fn a_deployment_without_nodes_stays_applied_with_the_reason_from_its_conditions() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let (d, _dir) = daemon(cp, "");
     let dep = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -198,7 +174,7 @@ fn a_deployment_without_nodes_stays_applied_with_the_reason_from_its_conditions(
 #[test]
 fn a_crd_and_a_custom_resource_of_it_in_one_manifest() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let (d, _dir) = daemon(cp, "");
     let group = format!("g{}.nodeagent.test", random_suffix());
     let manifest = format!(
@@ -237,7 +213,7 @@ fn a_crd_and_a_custom_resource_of_it_in_one_manifest() {
 #[test]
 fn a_patch_reapplies_the_manifest_and_prunes_what_it_dropped() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let (d, _dir) = daemon(cp, "");
     let (s, obj) = d.http(
         "POST",
@@ -321,7 +297,7 @@ fn a_patch_reapplies_the_manifest_and_prunes_what_it_dropped() {
 #[test]
 fn a_resource_deleted_behind_the_agents_back_makes_the_object_lost() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let (d, _dir) = daemon(cp, "");
     let (s, obj) = d.http(
         "POST",
@@ -355,7 +331,7 @@ fn a_resource_deleted_behind_the_agents_back_makes_the_object_lost() {
 #[test]
 fn after_kill_9_the_agent_reattaches_without_applying_again() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let dir = tempfile::tempdir().unwrap();
     let cfg = cp.agent_config(dir.path(), "");
     let state = dir.path().join("state");
@@ -405,7 +381,7 @@ fn after_kill_9_the_agent_reattaches_without_applying_again() {
 #[test]
 fn a_bad_manifest_is_refused_naming_the_document_and_leaves_nothing_applied() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let (d, _dir) = daemon(cp, "");
     // The second document is refused by the server: the first is rolled back.
     let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bad"},
@@ -488,7 +464,7 @@ fn a_bad_manifest_is_refused_naming_the_document_and_leaves_nothing_applied() {
 #[test]
 fn the_policy_limits_namespaces_and_kinds() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let (d, _dir) = daemon(
         cp,
         &format!(
@@ -612,7 +588,7 @@ fn without_a_cluster_the_kind_answers_503_and_the_others_work() {
 #[test]
 fn cluster_credentials_never_appear_in_logs_events_or_the_api() {
     let cp = control_plane();
-    let ns = Ns::new(cp);
+    let ns = Ns::new(cp, "nae2e");
     let (d, _dir) = daemon(cp, "");
     let (s, obj) = d.http(
         "POST",

@@ -491,3 +491,33 @@ pub fn cgroup_error(e: CgroupError) -> ApiError {
         other => ApiError::internal(other.to_string()),
     }
 }
+
+/// A kind's section after a PATCH of it (for [`KindDriver::patch_section`]): the fields given
+/// in `changes` replace the section's, `null` removes one (its default applies), and the result
+/// is read and validated as a create's section would be. `key` is the section's key (`k8s`),
+/// which errors name.
+pub fn merged_section<S>(key: &str, cur: &S, changes: &serde_json::Value) -> Result<S, ApiError>
+where
+    S: serde::Serialize + serde::de::DeserializeOwned + nodeagent_types::KindSection,
+{
+    let Some(changes) = changes.as_object() else {
+        return Err(ApiError::invalid(
+            key,
+            "give the fields to change as an object",
+        ));
+    };
+    let mut v = serde_json::to_value(cur).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(m) = v.as_object_mut() {
+        for (k, val) in changes {
+            if val.is_null() {
+                m.remove(k);
+            } else {
+                m.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    let new: S = serde_json::from_value(v)
+        .map_err(|e| ApiError::invalid(key, format!("the {key} section after this PATCH: {e}")))?;
+    new.validate()?;
+    Ok(new)
+}

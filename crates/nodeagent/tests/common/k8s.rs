@@ -362,3 +362,21 @@ fn certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
     (paths.0, paths.1, paths.2)
 }
+
+/// A namespace of the test's own (`<prefix>-<random>`), deleted when the guard drops.
+pub struct Ns(pub String);
+
+impl Ns {
+    pub fn new(cp: &ControlPlane, prefix: &str) -> Ns {
+        let name = format!("{prefix}-{}", super::random_suffix());
+        let o = cp.kubectl(&["create", "namespace", &name]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Ns(name)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = control_plane().kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+    }
+}

@@ -20,8 +20,7 @@ use super::{
 use cli::{Release, Target};
 use nodeagent_drivers::cgroup::CgroupRef;
 use nodeagent_types::{
-    ApiError, HelmSpec, HelmStatus, Kind, KindSection, KindSpec, Object, ObjectSpec, Status,
-    SyncState,
+    ApiError, HelmSpec, HelmStatus, Kind, KindSpec, Object, ObjectSpec, Status, SyncState,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -353,26 +352,7 @@ impl KindDriver for HelmKind {
         changes: &serde_json::Value,
     ) -> Result<KindSpec, ApiError> {
         let cur = Self::section(&obj.spec)?;
-        let Some(changes) = changes.as_object() else {
-            return Err(ApiError::invalid(
-                "helm",
-                "give the fields to change as an object",
-            ));
-        };
-        let mut v = serde_json::to_value(cur).map_err(|e| ApiError::internal(e.to_string()))?;
-        if let Some(m) = v.as_object_mut() {
-            for (k, val) in changes {
-                if val.is_null() {
-                    m.remove(k);
-                } else {
-                    m.insert(k.clone(), val.clone());
-                }
-            }
-        }
-        let new: HelmSpec = serde_json::from_value(v).map_err(|e| {
-            ApiError::invalid("helm", format!("the helm section after this PATCH: {e}"))
-        })?;
-        new.validate()?;
+        let new = super::merged_section("helm", cur, changes)?;
         let fixed = |f: &str| {
             ApiError::invalid(
                 format!("helm.{f}"),

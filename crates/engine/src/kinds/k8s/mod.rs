@@ -28,8 +28,8 @@ use crate::policy::Policy;
 use apply::{Planned, Ref, Seen};
 use nodeagent_drivers::cgroup::CgroupRef;
 use nodeagent_types::{
-    ApiError, EventKind, K8sResource, K8sSpec, K8sState, K8sStatus, K8sWait, Kind, KindSection,
-    KindSpec, Object, ObjectSpec, Status, SyncState, K8S_LABEL_ID,
+    ApiError, EventKind, K8sResource, K8sSpec, K8sState, K8sStatus, K8sWait, Kind, KindSpec,
+    Object, ObjectSpec, Status, SyncState, K8S_LABEL_ID,
 };
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -607,32 +607,13 @@ impl KindDriver for K8sKind {
         changes: &serde_json::Value,
     ) -> Result<KindSpec, ApiError> {
         let cur = Self::section(&obj.spec)?;
-        let Some(changes) = changes.as_object() else {
-            return Err(ApiError::invalid(
-                "k8s",
-                "give the fields to change as an object",
-            ));
-        };
-        let mut v = serde_json::to_value(cur).map_err(|e| ApiError::internal(e.to_string()))?;
-        if let Some(m) = v.as_object_mut() {
-            for (k, val) in changes {
-                if val.is_null() {
-                    m.remove(k);
-                } else {
-                    m.insert(k.clone(), val.clone());
-                }
-            }
-        }
-        let new: K8sSpec = serde_json::from_value(v).map_err(|e| {
-            ApiError::invalid("k8s", format!("the k8s section after this PATCH: {e}"))
-        })?;
+        let new = super::merged_section("k8s", cur, changes)?;
         if new.cluster != cur.cluster {
             return Err(ApiError::invalid(
                 "k8s.cluster",
                 "the cluster cannot change in place: delete the object and create it again",
             ));
         }
-        new.validate()?;
         Ok(KindSpec::K8s(new))
     }
 
