@@ -31,6 +31,7 @@ pub const RULE_MOUNT_SOURCES: &str = "policy.mount_sources";
 pub const RULE_VM_PATHS: &str = "policy.vm_paths";
 pub const RULE_K8S_NAMESPACES: &str = "policy.k8s_namespaces";
 pub const RULE_K8S_KINDS: &str = "policy.k8s_kinds";
+pub const RULE_HELM_CHARTS: &str = "policy.helm_charts";
 
 /// Symlinks followed while resolving one path before giving up (the kernel's own limit).
 const MAX_SYMLINKS: usize = 40;
@@ -89,6 +90,13 @@ pub struct PolicyConfig {
     /// or `apps/*` (a whole group). Absent: any kind (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s_kinds: Option<Vec<String>>,
+    /// Charts a `helm` object may install, and the files it may read: absolute paths (a folder
+    /// with a trailing `/`, or one file) for local charts and value files, and reference
+    /// prefixes (`oci://registry.example/charts/`, `https://charts.example/`) for remote
+    /// charts. Absent: any chart (the default). A value file is read by the agent and its
+    /// contents reach the cluster, so it is held to the same list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm_charts: Option<Vec<String>>,
 }
 
 /// A list of names as given, each checked by `ok`.
@@ -190,6 +198,8 @@ pub struct Policy {
     vm_paths: Option<Vec<PathRule>>,
     k8s_namespaces: Option<Vec<String>>,
     k8s_kinds: Option<Vec<String>>,
+    /// `helm_charts`: the path rules, and the remote reference prefixes.
+    helm_charts: Option<(Vec<PathRule>, Vec<String>)>,
     procfs: ProcFs,
 }
 
@@ -214,6 +224,35 @@ impl Policy {
                     .enumerate()
                     .map(|(i, e)| PathRule::new(RULE_VM_PATHS, i, e))
                     .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let helm_charts = cfg
+            .helm_charts
+            .as_ref()
+            .map(|list| {
+                let mut paths = Vec::new();
+                let mut remote = Vec::new();
+                for (i, e) in list.iter().enumerate() {
+                    if e.contains("://") {
+                        let scheme_ok = ["oci://", "http://", "https://"]
+                            .iter()
+                            .any(|p| e.starts_with(p) && e.len() > p.len());
+                        if !scheme_ok {
+                            return Err(PolicyError {
+                                rule: RULE_HELM_CHARTS,
+                                index: i,
+                                entry: e.clone(),
+                                reason: "a remote chart prefix starts with oci://, http:// or \
+                                         https:// and names a host"
+                                    .into(),
+                            });
+                        }
+                        remote.push(e.clone());
+                    } else {
+                        paths.push(PathRule::new(RULE_HELM_CHARTS, i, e)?);
+                    }
+                }
+                Ok((paths, remote))
             })
             .transpose()?;
         let mount_sources = cfg
@@ -250,6 +289,7 @@ impl Policy {
             allow_host_namespaces: cfg.allow_host_namespaces,
             mount_sources,
             vm_paths,
+            helm_charts,
             k8s_namespaces: check_list(RULE_K8S_NAMESPACES, &cfg.k8s_namespaces, |e| {
                 nodeagent_types::is_dns_label(e) || e == "*"
             })?,
@@ -276,6 +316,7 @@ impl Policy {
                 paths: vec![PathBuf::from("/")],
             }],
             vm_paths: None,
+            helm_charts: None,
             k8s_namespaces: None,
             k8s_kinds: None,
             procfs: ProcFs::new("/proc"),
@@ -626,35 +667,88 @@ impl Policy {
         for (i, d) in vm.disks.iter().enumerate() {
             files.push((format!("vm.disks[{i}].path"), d.path.as_str()));
         }
-        for (field, path) in files {
-            if !clean_absolute(path) {
+        check_files(rules, RULE_VM_PATHS, "vm file", files)
+    }
+
+    /// A `helm` object's chart and value files must be allowed by `policy.helm_charts` (a
+    /// local path as `vm_paths` checks one; a remote chart by its reference's prefix), and its
+    /// release's namespace by `policy.k8s_namespaces`. What the chart's templates render is
+    /// not seen here.
+    pub fn check_helm(&self, h: &nodeagent_types::HelmSpec) -> Result<(), ApiError> {
+        if let Some(allowed) = &self.k8s_namespaces {
+            let ns = h.namespace();
+            if !allowed.iter().any(|a| a == "*" || a == ns) {
+                return Err(ApiError::forbidden(
+                    "helm.namespace",
+                    RULE_K8S_NAMESPACES,
+                    format!("namespace {ns:?} is not in the allowed list"),
+                ));
+            }
+        }
+        let Some((paths, remote)) = &self.helm_charts else {
+            return Ok(());
+        };
+        let mut files = Vec::new();
+        if h.chart_is_local() {
+            files.push(("helm.chart".to_string(), h.chart.as_str()));
+        } else if !remote.iter().any(|r| h.chart.starts_with(r.as_str())) {
+            return Err(ApiError::forbidden(
+                "helm.chart",
+                RULE_HELM_CHARTS,
+                format!(
+                    "{:?} is not under an allowed chart reference; allowed: {}",
+                    truncate(&h.chart),
+                    if remote.is_empty() {
+                        "no remote charts".to_string()
+                    } else {
+                        remote.join(", ")
+                    }
+                ),
+            ));
+        }
+        for (i, f) in h.value_files.iter().enumerate() {
+            files.push((format!("helm.value_files[{i}]"), f.as_str()));
+        }
+        check_files(paths, RULE_HELM_CHARTS, "chart or value file", files)
+    }
+}
+
+/// Each of `files` (field, path) must be allowed by `rules`, both as written and with every
+/// symlink resolved (a link in an allowed folder may not point outside it).
+fn check_files(
+    rules: &[PathRule],
+    rule: &'static str,
+    what: &str,
+    files: Vec<(String, &str)>,
+) -> Result<(), ApiError> {
+    for (field, path) in files {
+        if !clean_absolute(path) {
+            return Err(ApiError::forbidden(
+                field,
+                rule,
+                format!(
+                    "{:?} must be an absolute path without '.' or '..'",
+                    truncate(path)
+                ),
+            ));
+        }
+        let lexical = PathBuf::from(path);
+        let resolved = std::fs::canonicalize(&lexical).unwrap_or_else(|_| lexical.clone());
+        for p in [&lexical, &resolved] {
+            if !rules.iter().any(|r| r.matches(p)) {
                 return Err(ApiError::forbidden(
                     field,
-                    RULE_VM_PATHS,
+                    rule,
                     format!(
-                        "{:?} must be an absolute path without '.' or '..'",
-                        truncate(path)
+                        "{} is not an allowed {what}; allowed: {}",
+                        p.display(),
+                        list(rules)
                     ),
                 ));
             }
-            let lexical = PathBuf::from(path);
-            let resolved = std::fs::canonicalize(&lexical).unwrap_or_else(|_| lexical.clone());
-            for p in [&lexical, &resolved] {
-                if !rules.iter().any(|r| r.matches(p)) {
-                    return Err(ApiError::forbidden(
-                        field,
-                        RULE_VM_PATHS,
-                        format!(
-                            "{} is not an allowed vm file; allowed: {}",
-                            p.display(),
-                            list(rules)
-                        ),
-                    ));
-                }
-            }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 fn list(rules: &[PathRule]) -> String {
@@ -853,6 +947,70 @@ mod tests {
                 r#"{"name":"c","kind":"cgroup","cgroup":{"path":"/system.slice"}}"#
             ))
             .is_ok());
+    }
+
+    #[test]
+    fn helm_charts_limit_charts_value_files_and_remote_references() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let charts = dir.path().join("charts");
+        std::fs::create_dir(&charts).expect("test setup");
+        let chart = charts.join("web");
+        std::fs::create_dir(&chart).expect("test setup");
+        let values = charts.join("prod.yaml");
+        std::fs::write(&values, b"a: 1").expect("test setup");
+        let p = policy(PolicyConfig {
+            helm_charts: Some(vec![
+                format!("{}/", charts.display()),
+                "oci://registry.example/charts/".into(),
+            ]),
+            k8s_namespaces: Some(vec!["team-a".into()]),
+            ..Default::default()
+        });
+        let helm = |chart: &str, files: &[&Path], ns: &str| {
+            let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            serde_json::from_value::<nodeagent_types::HelmSpec>(serde_json::json!({
+                "chart": chart, "value_files": files, "namespace": ns,
+            }))
+            .expect("a helm section")
+        };
+        let local = chart.display().to_string();
+        assert!(p.check_helm(&helm(&local, &[&values], "team-a")).is_ok());
+        assert!(p
+            .check_helm(&helm("oci://registry.example/charts/web", &[], "team-a"))
+            .is_ok());
+        let e = p
+            .check_helm(&helm("oci://elsewhere.example/web", &[], "team-a"))
+            .expect_err("remote elsewhere");
+        assert_eq!(
+            (e.field.as_deref(), e.rule.as_deref()),
+            (Some("helm.chart"), Some(RULE_HELM_CHARTS))
+        );
+        let e = p
+            .check_helm(&helm(&local, &[Path::new("/etc/shadow")], "team-a"))
+            .expect_err("a value file outside");
+        assert_eq!(e.field.as_deref(), Some("helm.value_files[0]"));
+        let e = p
+            .check_helm(&helm(&local, &[], "kube-system"))
+            .expect_err("namespace");
+        assert_eq!(
+            (e.field.as_deref(), e.rule.as_deref()),
+            (Some("helm.namespace"), Some(RULE_K8S_NAMESPACES))
+        );
+        let e = p
+            .check_helm(&helm("/srv/other", &[], "team-a"))
+            .expect_err("a local chart outside");
+        assert_eq!(e.field.as_deref(), Some("helm.chart"));
+        assert!(policy(PolicyConfig::default())
+            .check_helm(&helm("/srv/other", &[Path::new("/etc/shadow")], "x"))
+            .is_ok());
+        let bad = Policy::new(
+            &PolicyConfig {
+                helm_charts: Some(vec!["ftp://x/".into()]),
+                ..Default::default()
+            },
+            Path::new("/proc"),
+        );
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -114,6 +114,7 @@ non-loopback address with auth = \"none\" and no tls_client_ca refuses to start.
   vm_paths = [\"/var/lib/nodeagent/images/\"]          # vm kernels/disks; absent: any path
   k8s_namespaces = [\"team-a\"]                        # k8s objects; absent: any namespace
   k8s_kinds = [\"ConfigMap\", \"apps/Deployment\", \"apps/*\"] # absent: any kind
+  helm_charts = [\"/srv/charts/\", \"oci://registry.example/\"] # helm charts, value files
 
   [[cluster]]                  # a Kubernetes cluster that k8s objects apply to
   name = \"prod\"

@@ -455,3 +455,68 @@ fn a_missing_helm_binary_is_a_503_that_says_so() {
         "{m}"
     );
 }
+
+#[test]
+fn the_policy_limits_charts_value_files_and_namespaces() {
+    let cp = control_plane();
+    let ns = Ns::new(cp, "nahelm");
+    let helm = HelmCli::new(cp);
+    let dir = tempfile::tempdir().unwrap();
+    let charts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/charts/");
+    let cfg = cp.agent_config(
+        dir.path(),
+        &format!(
+            "[policy]\nhelm_charts = [\"{}\"]\nk8s_namespaces = [\"{}\"]\n",
+            charts.display(),
+            ns.0
+        ),
+    );
+    let d = Daemon::start_with(Opts {
+        args: vec!["--config".into(), cfg.display().to_string()],
+        env: vec![("NODEAGENT_HELM".into(), helm_bin().display().to_string())],
+        ..Opts::default()
+    });
+    // A value file outside the allowed folders: its contents would reach the cluster.
+    let mut s1 = spec("pol", &ns.0, json!({}));
+    s1["helm"]["value_files"] = json!(["/etc/hostname"]);
+    let (s, e) = d.http("POST", "/v1/objects?wait=true", Some(&s1));
+    assert_eq!(s, 403, "{e}");
+    assert_eq!(e["error"]["rule"], "policy.helm_charts");
+    assert_eq!(e["error"]["field"], "helm.value_files[0]");
+    // A remote chart no entry allows.
+    let mut s2 = spec("pol", &ns.0, json!({}));
+    s2["helm"]["chart"] = json!("oci://registry.example/web");
+    let (s, e) = d.http("POST", "/v1/objects?wait=true", Some(&s2));
+    assert_eq!(s, 403, "{e}");
+    assert_eq!(e["error"]["field"], "helm.chart");
+    // A namespace outside k8s_namespaces.
+    let (s, e) = d.http(
+        "POST",
+        "/v1/objects?wait=true",
+        Some(&spec("pol", "default", json!({}))),
+    );
+    assert_eq!(s, 403, "{e}");
+    assert_eq!(e["error"]["rule"], "policy.k8s_namespaces");
+    assert_eq!(e["error"]["field"], "helm.namespace");
+    nothing_installed(cp, &helm, &ns.0, "pol");
+    assert!(helm.list("default").iter().all(|r| r["name"] != "pol"));
+    // What the policy allows installs.
+    let (s, o) = d.http(
+        "POST",
+        "/v1/objects?wait=true",
+        Some(&spec("pol", &ns.0, json!({}))),
+    );
+    assert_eq!(s, 201, "{o}");
+    let id = o["id"].as_str().unwrap().to_string();
+    // A PATCH may not reach what a create may not.
+    let (s, e) = d.http(
+        "PATCH",
+        &format!("/v1/objects/{id}"),
+        Some(&json!({"helm": {"value_files": ["/etc/hostname"]}})),
+    );
+    assert_eq!(s, 403, "{e}");
+    assert_eq!(e["error"]["field"], "helm.value_files[0]");
+    let (s, v) = d.http("DELETE", &format!("/v1/objects/{id}?wait=true"), None);
+    assert_eq!(s, 200, "{v}");
+    nothing_installed(cp, &helm, &ns.0, "pol");
+}

@@ -177,6 +177,13 @@ impl KindDriver for HelmKind {
         }
     }
 
+    fn admit(&self, spec: &ObjectSpec, policy: &crate::policy::Policy) -> Result<(), ApiError> {
+        match spec.section::<HelmSpec>() {
+            Some(h) => policy.check_helm(h),
+            None => Ok(()),
+        }
+    }
+
     /// Phase one: the cluster is configured, the chart and value files exist, and no release
     /// of that name is in the namespace (the agent installs, it does not take over).
     fn prepare(&mut self, id: &str, spec: &ObjectSpec) -> Step<Result<Prepared, ApiError>> {
