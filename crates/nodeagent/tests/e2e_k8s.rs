@@ -625,3 +625,54 @@ fn cluster_credentials_never_appear_in_logs_events_or_the_api() {
     let (s, _) = d.http("DELETE", &format!("/v1/objects/{id}?wait=true"), None);
     assert_eq!(s, 200);
 }
+
+/// `DELETE ?wait=true` answers once the resources are gone, even when a finalizer holds one
+/// past the node's stop grace (here 1 s): the kind waits up to `k8s.timeout`.
+#[test]
+fn a_delete_with_wait_answers_once_a_finalizer_lets_go() {
+    let cp = control_plane();
+    let ns = Ns::new(cp, "nae2e");
+    let (d, _dir) = daemon(cp, "stop_grace = \"1s\"\n");
+    let mut held = configmap("held", json!({"k": "v"}));
+    held["metadata"]["finalizers"] = json!(["nodeagent.test/hold"]);
+    let (s, obj) = d.http(
+        "POST",
+        "/v1/objects?wait=true",
+        Some(&spec("held", &ns.0, json!([held]))),
+    );
+    assert_eq!(s, 201, "{obj}");
+    let id = obj["id"].as_str().unwrap().to_string();
+    std::thread::scope(|scope| {
+        let deleting =
+            scope.spawn(|| d.http("DELETE", &format!("/v1/objects/{id}?wait=true"), None));
+        // Past the stop grace, the finalizer still holds it: no answer yet.
+        let cm = eventually(Duration::from_secs(10), "the deletion begun", || {
+            let cm = cp.get_json(&["configmap", "held", "-n", &ns.0])?;
+            cm["metadata"]["deletionTimestamp"]
+                .is_string()
+                .then_some(cm)
+        });
+        assert_eq!(cm["metadata"]["finalizers"][0], "nodeagent.test/hold");
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            !deleting.is_finished(),
+            "the delete answered while the resource was held"
+        );
+        let o = cp.kubectl(&[
+            "patch",
+            "configmap",
+            "held",
+            "-n",
+            &ns.0,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (s, v) = deleting.join().unwrap();
+        assert_eq!(s, 200, "{v}");
+    });
+    assert!(cp.get_json(&["configmap", "held", "-n", &ns.0]).is_none());
+    let (s, _) = d.http("GET", &format!("/v1/objects/{id}"), None);
+    assert_eq!(s, 404);
+}

@@ -38,8 +38,9 @@ pub use cgroup::CgroupSpec;
 pub use container::{ContainerNetwork, ContainerSpec, Mount};
 pub use helm::{is_release_name, HelmSpec, MAX_RELEASE_NAME, MAX_VALUES_BYTES};
 pub use k8s::{
-    is_dns_label, is_dns_subdomain, Document, K8sSpec, K8sWait, Manifest, LABEL_ID as K8S_LABEL_ID,
-    MAX_DOCUMENTS, MAX_MANIFEST_BYTES,
+    is_dns_label, is_dns_subdomain, Document, K8sSpec, K8sWait, Manifest,
+    DEFAULT_TIMEOUT as K8S_DEFAULT_TIMEOUT, LABEL_ID as K8S_LABEL_ID, MAX_DOCUMENTS,
+    MAX_MANIFEST_BYTES,
 };
 pub use process::{ProcessSpec, RestartPolicy};
 pub use vm::{

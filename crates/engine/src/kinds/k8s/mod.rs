@@ -72,6 +72,8 @@ struct Work {
     /// In manifest order.
     resources: Vec<Res>,
     deleting: bool,
+    /// When the delete began: it waits for the resources to be gone for up to `k8s.timeout`.
+    deleting_since: Option<Instant>,
     /// The overall state last told in an event.
     reported: Option<K8sState>,
     /// A listing of the watch did not show some of them: the next inspect looks.
@@ -738,6 +740,13 @@ impl KindDriver for K8sKind {
             return Step::Now(Ok(Progress::Done));
         };
         w.deleting = true;
+        let since = *w.deleting_since.get_or_insert_with(Instant::now);
+        // A finalizer (a namespace's content, a PVC in use) may hold a resource for longer than
+        // the node's stop grace: the delete waits for it as long as a create waits for
+        // readiness, so that `?wait=true` answers once the resources are gone.
+        let limit = Self::section(&obj.spec)
+            .map(K8sSpec::timeout)
+            .unwrap_or(nodeagent_types::spec::K8S_DEFAULT_TIMEOUT);
         let refs = w.refs();
         if refs.is_empty() {
             return Step::Now(Ok(Progress::Done));
@@ -758,11 +767,11 @@ impl KindDriver for K8sKind {
             if left.is_empty() {
                 return Ok(Progress::Done);
             }
-            if ctx.past_grace {
+            if ctx.past_grace && since.elapsed() >= limit {
                 tracing::warn!(
                     object = %name,
                     left = %left.iter().map(Ref::describe).collect::<Vec<_>>().join(", "),
-                    "deleted, but not gone within the stop grace (finalizers?)"
+                    "deleted, but not gone within k8s.timeout (finalizers?)"
                 );
                 return Ok(Progress::Done);
             }
