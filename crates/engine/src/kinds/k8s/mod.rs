@@ -69,6 +69,8 @@ impl From<Seen> for Res {
 #[derive(Default)]
 struct Work {
     cluster: String,
+    /// Documents in the manifest, as phase one parsed it (for the `created` event).
+    documents: usize,
     /// In manifest order.
     resources: Vec<Res>,
     deleting: bool,
@@ -238,6 +240,14 @@ impl K8sKind {
         })
     }
 
+    /// The object a watched resource belongs to (its id label), where that object is known, in
+    /// the watch's cluster, and not being deleted (its own deletes are not news).
+    fn owner(&self, key: &WatchKey, obj: &kube::api::DynamicObject) -> Option<String> {
+        let id = obj.metadata.labels.as_ref()?.get(K8S_LABEL_ID)?;
+        let w = self.objects.get(id)?;
+        (!w.deleting && w.cluster == key.cluster).then(|| id.clone())
+    }
+
     fn on_seen(&mut self, key: WatchKey, obj: &kube::api::DynamicObject) -> Vec<Action> {
         self.failing.remove(&key);
         let ns = obj.metadata.namespace.clone();
@@ -247,21 +257,12 @@ impl K8sKind {
         if let Some(l) = self.listing.get_mut(&key) {
             l.insert((ns.clone(), name.clone()));
         }
-        let Some(id) = obj
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(K8S_LABEL_ID))
-            .cloned()
-        else {
+        let Some(id) = self.owner(&key, obj) else {
             return Vec::new();
         };
         let Some(w) = self.objects.get_mut(&id) else {
             return Vec::new();
         };
-        if w.deleting || w.cluster != key.cluster {
-            return Vec::new();
-        }
         let Some(res) = w.find_mut(&key, ns.as_deref(), &name) else {
             return Vec::new();
         };
@@ -280,21 +281,12 @@ impl K8sKind {
     }
 
     fn on_deleted(&mut self, key: WatchKey, obj: &kube::api::DynamicObject) -> Vec<Action> {
-        let Some(id) = obj
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(K8S_LABEL_ID))
-            .cloned()
-        else {
+        let Some(id) = self.owner(&key, obj) else {
             return Vec::new();
         };
         let Some(w) = self.objects.get_mut(&id) else {
             return Vec::new();
         };
-        if w.deleting || w.cluster != key.cluster {
-            return Vec::new();
-        }
         let name = obj.metadata.name.clone().unwrap_or_default();
         let uid = obj.metadata.uid.clone().unwrap_or_default();
         let Some(res) = w.find_mut(&key, obj.metadata.namespace.as_deref(), &name) else {
@@ -455,6 +447,7 @@ impl KindDriver for K8sKind {
             id.to_string(),
             Work {
                 cluster: cluster.name().to_string(),
+                documents: docs.len(),
                 ..Work::default()
             },
         );
@@ -534,15 +527,11 @@ impl KindDriver for K8sKind {
 
     /// Told once phase one has planned the manifest, before anything is applied.
     fn created_event(&self, obj: &Object) -> (String, serde_json::Value) {
-        let cluster = self
+        let (cluster, n) = self
             .objects
             .get(&obj.id)
-            .map(|w| w.cluster.clone())
+            .map(|w| (w.cluster.clone(), w.documents))
             .unwrap_or_default();
-        let n = Self::section(&obj.spec)
-            .ok()
-            .and_then(|s| s.manifest.documents().ok())
-            .map_or(0, |d| d.len());
         (
             format!("applying {n} documents to cluster {cluster}"),
             json!({"cluster": cluster, "documents": n}),
