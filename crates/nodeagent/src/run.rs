@@ -156,16 +156,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // The kinds this agent runs: adding a kind adds its line here.
     let docker_socket = cfg.docker_socket.clone();
     let clusters = cfg.clusters.clone();
-    // The vm kind's qemu: NODEAGENT_QEMU, or qemu-system-x86_64 on PATH.
-    let qemu = std::env::var("NODEAGENT_QEMU")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "qemu-system-x86_64".to_string());
-    // The helm kind's helm: NODEAGENT_HELM, or helm on PATH.
-    let helm = std::env::var("NODEAGENT_HELM")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "helm".to_string());
+    // The binaries the vm and helm kinds run: from the environment, or found on PATH.
+    let binary = |var: &str, default: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let qemu = binary("NODEAGENT_QEMU", "qemu-system-x86_64");
+    let helm = binary("NODEAGENT_HELM", "helm");
     let helm_clusters = cfg.clusters.clone();
     let kinds = vec![
         kinds::kind(kinds::process::ProcessKind::new),
